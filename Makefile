@@ -1,0 +1,53 @@
+# DarKnight: the user's entry point. `make demo` and `make test` are the whole set-up.
+BUILD_DIR ?= build
+ASAN_DIR ?= build-asan
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test demo test-asan bench conformance format clean
+
+all: build
+
+# Debian packages the build, tests and tools need (only the missing ones; uses apt-get).
+deps:
+	@scripts/install-deps.sh
+
+# Release build into build/.
+build:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# deps + build + the whole test suite.
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+
+# deps + build + the main job on the default configuration.
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	$(BUILD_DIR)/darknight backends
+	$(BUILD_DIR)/darknight conformance --backend ref cpu
+
+# The test suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan:
+	@$(MAKE) --no-print-directory deps
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DDARKNIGHT_SANITIZE=address,undefined -DDARKNIGHT_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	ctest --test-dir $(ASAN_DIR) --output-on-failure -j $(JOBS)
+
+# Accelerator micro-benchmarks (Google Benchmark).
+bench: build
+	$(BUILD_DIR)/bench/accel_bench
+
+conformance: build
+	$(BUILD_DIR)/darknight conformance --backend ref cpu --precision f32
+	$(BUILD_DIR)/darknight conformance --backend ref cpu --precision f64
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cpp')
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR)

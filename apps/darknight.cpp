@@ -1,0 +1,88 @@
+// The `darknight` command line.
+#include <darknight/version.h>
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "accel/backend.h"
+#include "onnx/node_tests.h"
+
+namespace dk = darknight;
+
+namespace {
+
+dk::DType parse_precision(const std::string& p) {
+  return p == "f64" ? dk::DType::f64 : dk::DType::f32;
+}
+
+int cmd_backends() {
+  for (const auto& name : dk::accel::backend_names())
+    std::printf("%s\n", dk::accel::make_backend(name)->describe().c_str());
+  return 0;
+}
+
+int cmd_conformance(const std::vector<std::string>& backends, const std::string& precision,
+                    const std::string& dir) {
+  int failed = 0;
+  for (const auto& name : backends) {
+    auto be = dk::accel::make_backend(name);
+    const dk::DType dtype = parse_precision(precision);
+    auto results =
+        dk::conformance::run_node_tests(dir, dk::conformance::linear_op_prefixes(), *be, dtype);
+    int pass = 0, fail = 0, skip = 0;
+    std::printf("ONNX node conformance on %s (%s), rtol %g atol %g\n", be->describe().c_str(),
+                dk::dtype_name(dtype), dk::conformance::kRtol, dk::conformance::kAtol);
+    for (const auto& r : results) {
+      std::printf("  %-4s %-48s %-14s max|err| %-9.2e %s\n",
+                  dk::conformance::outcome_name(r.outcome), r.name.c_str(), r.op.c_str(),
+                  r.max_abs_error,
+                  r.outcome == dk::conformance::Outcome::pass ? "" : r.detail.c_str());
+      pass += r.outcome == dk::conformance::Outcome::pass;
+      fail += r.outcome == dk::conformance::Outcome::fail;
+      skip += r.outcome == dk::conformance::Outcome::skip;
+    }
+    std::printf("%s %s: %d of %d applicable tests pass, %d fail, %d skipped (reasons above)\n",
+                name.c_str(), dk::dtype_name(dtype), pass, pass + fail, fail, skip);
+    failed += fail;
+  }
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "DarKnight: training and inference on private data with an untrusted accelerator.\n"
+      "A trusted runtime blinds each batch; the accelerator only sees linear mixtures.\n"
+      "See README.md and docs/SECURITY.md for what is and is not hidden."};
+  app.set_version_flag("--version", std::string("darknight ") + DARKNIGHT_VERSION);
+  app.require_subcommand(0, 1);
+
+  auto* backends = app.add_subcommand("backends", "List the accelerator backends built in");
+
+  std::vector<std::string> conf_backends{"ref", "cpu"};
+  std::string conf_precision = "f32";
+  std::string conf_dir = dk::conformance::default_node_test_dir();
+  auto* conf = app.add_subcommand(
+      "conformance", "Run the ONNX operator conformance tests (conv/gemm/matmul) on backends");
+  conf->add_option("--backend", conf_backends, "Backends to test")
+      ->check(CLI::IsMember(dk::accel::backend_names()))
+      ->capture_default_str();
+  conf->add_option("--precision", conf_precision, "Mixture element type")
+      ->check(CLI::IsMember({"f32", "f64"}))
+      ->capture_default_str();
+  conf->add_option("--dir", conf_dir, "ONNX node test directory")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*backends) return cmd_backends();
+    if (*conf) return cmd_conformance(conf_backends, conf_precision, conf_dir);
+    std::printf("%s", app.help().c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "darknight: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,213 @@
+#include "accel/backend.h"
+
+#include <fmt/format.h>
+
+#include "accel/cpu/cpu_backend.h"
+#include "accel/ref/ref_backend.h"
+
+namespace darknight::accel {
+
+// ---------------------------------------------------------------- descriptions
+
+void ConvDesc::validate() const {
+  DK_CHECK(in_channels > 0 && out_channels > 0, "conv {}: channels must be positive", str());
+  DK_CHECK(kernel_h > 0 && kernel_w > 0, "conv {}: kernel must be positive", str());
+  DK_CHECK(stride_h > 0 && stride_w > 0, "conv {}: stride must be positive", str());
+  DK_CHECK(dilation_h > 0 && dilation_w > 0, "conv {}: dilation must be >= 1", str());
+  DK_CHECK(pad_top >= 0 && pad_left >= 0 && pad_bottom >= 0 && pad_right >= 0,
+           "conv {}: padding must be non-negative", str());
+  DK_CHECK(groups > 0 && in_channels % groups == 0 && out_channels % groups == 0,
+           "conv {}: groups must divide both channel counts", str());
+}
+
+Shape ConvDesc::weight_shape() const {
+  return Shape{out_channels, in_channels / groups, kernel_h, kernel_w};
+}
+
+Shape ConvDesc::dst_shape(const Shape& src) const {
+  validate();
+  DK_CHECK(src.rank() == 4, "conv {}: src must be NCHW, got {}", str(), src.str());
+  DK_CHECK(src.c() == in_channels, "conv {}: src {} has {} channels, expected {}", str(), src.str(),
+           src.c(), in_channels);
+  const int64_t eff_kh = (kernel_h - 1) * dilation_h + 1;
+  const int64_t eff_kw = (kernel_w - 1) * dilation_w + 1;
+  const int64_t ph = src.h() + pad_top + pad_bottom - eff_kh;
+  const int64_t pw = src.w() + pad_left + pad_right - eff_kw;
+  DK_CHECK(ph >= 0 && pw >= 0, "conv {}: kernel larger than padded input {}", str(), src.str());
+  return Shape{src.n(), out_channels, ph / stride_h + 1, pw / stride_w + 1};
+}
+
+std::string ConvDesc::str() const {
+  return fmt::format("{}->{} k{}x{} s{}x{} p{},{},{},{} d{}x{} g{}", in_channels, out_channels,
+                     kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+                     pad_right, dilation_h, dilation_w, groups);
+}
+
+void DenseDesc::validate() const {
+  DK_CHECK(in_features > 0 && out_features > 0, "dense {}: features must be positive", str());
+}
+
+Shape DenseDesc::dst_shape(const Shape& src) const {
+  validate();
+  DK_CHECK(src.rank() >= 2, "dense {}: src must have a batch dimension, got {}", str(), src.str());
+  DK_CHECK(src.item_numel() == in_features, "dense {}: src {} has {} features per item", str(),
+           src.str(), src.item_numel());
+  return Shape{src[0], out_features};
+}
+
+std::string DenseDesc::str() const {
+  return fmt::format("{}->{}", in_features, out_features);
+}
+
+// ---------------------------------------------------------------- validation
+
+void Backend::check_owned(const Buffer& b, const char* what) const {
+  DK_CHECK(b.owner() == this, "{}: buffer belongs to another backend", what);
+}
+
+void Backend::check_owned(const Weights& w, const char* what) const {
+  DK_CHECK(w.owner() == this, "{}: weights belong to another backend", what);
+}
+
+void Backend::check_transfer(const Buffer& b, const Shape& host_shape, DType host_dtype,
+                             const char* op) const {
+  check_owned(b, op);
+  DK_CHECK(b.shape() == host_shape && b.dtype() == host_dtype,
+           "{}: buffer is {} {}, host tensor is {} {}", op, dtype_name(b.dtype()), b.shape().str(),
+           dtype_name(host_dtype), host_shape.str());
+}
+
+static void check_buffer(const Buffer& b, const Shape& want, DType dtype, const char* op,
+                         const char* name) {
+  DK_CHECK(b.shape() == want, "{}: {} is {}, expected {}", op, name, b.shape().str(), want.str());
+  DK_CHECK(b.dtype() == dtype, "{}: {} is {}, expected {}", op, name, dtype_name(b.dtype()),
+           dtype_name(dtype));
+}
+
+int64_t Backend::check_backward_weights(const Shape& weight_shape, const Buffer& diff_weights,
+                                        int64_t batch, DType dtype, const char* op) const {
+  check_owned(diff_weights, op);
+  DK_CHECK(diff_weights.dtype() == dtype, "{}: diff_weights is {}, expected {}", op,
+           dtype_name(diff_weights.dtype()), dtype_name(dtype));
+  const Shape& s = diff_weights.shape();
+  if (s == weight_shape) return 1;
+  DK_CHECK(s.rank() == weight_shape.rank() + 1 && s.item_numel() == weight_shape.numel(),
+           "{}: diff_weights is {}, expected {} or [P, ...{}]", op, s.str(), weight_shape.str(),
+           weight_shape.str());
+  for (int i = 0; i < weight_shape.rank(); ++i)
+    DK_CHECK(s[i + 1] == weight_shape[i], "{}: diff_weights is {}, expected [P, ...{}]", op,
+             s.str(), weight_shape.str());
+  const int64_t parts = s[0];
+  DK_CHECK(parts >= 1 && batch % parts == 0, "{}: {} parts do not divide the batch of {}", op,
+           parts, batch);
+  return parts;
+}
+
+// ---------------------------------------------------------------- public calls
+
+BufferPtr Backend::alloc(const Shape& shape, DType dtype) {
+  return do_alloc(shape, dtype);
+}
+
+WeightsPtr Backend::create_weights(const Tensor& weights) {
+  DK_CHECK(weights.numel() > 0, "create_weights: empty weights {}", weights.shape().str());
+  return do_create_weights(weights);
+}
+
+Tensor Backend::read_weights(const Weights& w) {
+  check_owned(w, "read_weights");
+  return do_read_weights(w);
+}
+
+static void check_sgd(const SgdParams& p) {
+  DK_CHECK(p.lr >= 0 && p.momentum >= 0 && p.weight_decay >= 0 && p.dampening >= 0,
+           "sgd: lr, momentum, dampening and weight decay must be non-negative");
+  DK_CHECK(!p.nesterov || (p.momentum > 0 && p.dampening == 0),
+           "sgd: Nesterov momentum requires a momentum and zero dampening");
+}
+
+void Backend::sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
+  check_owned(w, "sgd_step");
+  check_owned(grad, "sgd_step");
+  DK_CHECK(grad.shape() == w.shape(), "sgd_step: gradient {} for weights {}", grad.shape().str(),
+           w.shape().str());
+  check_sgd(p);
+  do_sgd_step(w, grad, p);
+}
+
+void Backend::sgd_step(Weights& w, const Tensor& grad, const SgdParams& p) {
+  check_owned(w, "sgd_step");
+  DK_CHECK(grad.shape() == w.shape(), "sgd_step: gradient {} for weights {}", grad.shape().str(),
+           w.shape().str());
+  check_sgd(p);
+  do_sgd_step_host(w, grad, p);
+}
+
+void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
+  const char* op = "conv2d_forward";
+  check_owned(src, op), check_owned(w, op), check_owned(dst, op);
+  check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
+  DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
+  do_conv2d_forward(d, src, w, dst);
+}
+
+void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
+                                   Buffer& diff_src) {
+  const char* op = "conv2d_backward_data";
+  check_owned(diff_dst, op), check_owned(w, op), check_owned(diff_src, op);
+  check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
+  DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
+  do_conv2d_backward_data(d, diff_dst, w, diff_src);
+}
+
+void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
+                                      Buffer& diff_weights) {
+  const char* op = "conv2d_backward_weights";
+  check_owned(src, op), check_owned(diff_dst, op);
+  check_buffer(diff_dst, d.dst_shape(src.shape()), src.dtype(), op, "diff_dst");
+  const int64_t parts =
+      check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
+  do_conv2d_backward_weights(d, src, diff_dst, diff_weights, parts);
+}
+
+void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
+  const char* op = "dense_forward";
+  check_owned(src, op), check_owned(w, op), check_owned(dst, op);
+  check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
+  DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
+  do_dense_forward(d, src, w, dst);
+}
+
+void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
+                                  Buffer& diff_src) {
+  const char* op = "dense_backward_data";
+  check_owned(diff_dst, op), check_owned(w, op), check_owned(diff_src, op);
+  check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
+  DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
+  do_dense_backward_data(d, diff_dst, w, diff_src);
+}
+
+void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
+                                     Buffer& diff_weights) {
+  const char* op = "dense_backward_weights";
+  check_owned(src, op), check_owned(diff_dst, op);
+  check_buffer(diff_dst, d.dst_shape(src.shape()), src.dtype(), op, "diff_dst");
+  const int64_t parts =
+      check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
+  do_dense_backward_weights(d, src, diff_dst, diff_weights, parts);
+}
+
+// ---------------------------------------------------------------- registry
+
+std::vector<std::string> backend_names() {
+  return {"cpu", "ref"};
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts) {
+  if (name == "cpu") return std::make_unique<CpuBackend>(opts);
+  if (name == "ref") return std::make_unique<RefBackend>();
+  throw Error(fmt::format("unknown accelerator backend '{}' (available: {})", name,
+                          fmt::join(backend_names(), ", ")));
+}
+
+}  // namespace darknight::accel

@@ -1,0 +1,218 @@
+// The untrusted accelerator's interface: linear operations on blinded mixtures, and the
+// model's weights, which it holds.
+//
+// What crosses to an accelerator (docs/architecture.md):
+//  - data only as BlindedT tensors (mixtures made by the trusted encoder, or plaintext on
+//    the explicitly named unprotected path);
+//  - the model's weights and the weight updates, which DarKnight's threat model lets the
+//    accelerator see.
+//
+// Design for every kind of device (CPU today, CUDA next): memory lives in Buffers the
+// backend allocates; upload/download/ops are submitted asynchronously in order and wait()
+// blocks until all have finished; a host tensor given to upload/download must stay alive
+// and unchanged until that wait(). Every public call validates shapes, dtypes and buffer
+// ownership first and throws darknight::Error on misuse.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/blinded.h"
+#include "protocol/tensor.h"
+
+namespace darknight::accel {
+
+/// 2-D convolution, PyTorch/ONNX conventions: weights [O, I/groups, KH, KW], NCHW data,
+/// dilation 1 means none, padding may be asymmetric. No bias: biases are added after
+/// decoding, in the trusted runtime.
+struct ConvDesc {
+  int64_t in_channels = 0, out_channels = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t groups = 1;
+
+  /// Throws Error when the description is inconsistent.
+  void validate() const;
+  Shape weight_shape() const;
+  /// Output shape [N, O, OH, OW] for an NCHW src; throws Error when src does not fit.
+  Shape dst_shape(const Shape& src) const;
+  /// Multiply-adds per output element (the dot-product length).
+  int64_t fan_in() const { return in_channels / groups * kernel_h * kernel_w; }
+  std::string str() const;
+};
+
+/// Dense (inner product): dst[n, o] = sum_i src[n, i] * weights[o, i]. src may have any
+/// rank >= 2; its items are flattened ([N, C, H, W] -> [N, C*H*W]). No bias.
+struct DenseDesc {
+  int64_t in_features = 0, out_features = 0;
+
+  void validate() const;
+  Shape weight_shape() const { return Shape{out_features, in_features}; }
+  Shape dst_shape(const Shape& src) const;
+  int64_t fan_in() const { return in_features; }
+  std::string str() const;
+};
+
+/// SGD as torch.optim.SGD computes it: g = grad + weight_decay * w;
+/// v = momentum * v + (1 - dampening) * g (v = g on the first step); g = nesterov ? g +
+/// momentum * v : v; w -= lr * g.
+struct SgdParams {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+class Backend;
+
+/// Memory on an accelerator. Made by Backend::alloc, usable only with that backend.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  const Shape& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
+  size_t bytes() const { return static_cast<size_t>(shape_.numel()) * dtype_size(dtype_); }
+  const Backend* owner() const { return owner_; }
+
+ protected:
+  Buffer(const Backend* owner, const Shape& shape, DType dtype)
+      : owner_(owner), shape_(shape), dtype_(dtype) {}
+
+ private:
+  const Backend* owner_;
+  Shape shape_;
+  DType dtype_;
+};
+using BufferPtr = std::unique_ptr<Buffer>;
+
+/// A weight tensor held by an accelerator (f32 master copy, plus the SGD momentum).
+class Weights {
+ public:
+  virtual ~Weights() = default;
+  Weights(const Weights&) = delete;
+  Weights& operator=(const Weights&) = delete;
+
+  const Shape& shape() const { return shape_; }
+  const Backend* owner() const { return owner_; }
+  /// Incremented by every update; backends key derived copies (layouts, f64) on it.
+  uint64_t version() const { return version_; }
+
+ protected:
+  Weights(const Backend* owner, const Shape& shape) : owner_(owner), shape_(shape) {}
+  void bump_version() { ++version_; }
+
+ private:
+  const Backend* owner_;
+  Shape shape_;
+  uint64_t version_ = 0;
+};
+using WeightsPtr = std::unique_ptr<Weights>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  /// Short name: "ref", "cpu", "cuda".
+  virtual std::string name() const = 0;
+  /// One line saying what runs it (library versions, threads, device).
+  virtual std::string describe() const = 0;
+
+  // --- memory ---------------------------------------------------------------------------
+  BufferPtr alloc(const Shape& shape, DType dtype);
+  /// Copies blinded host data into `dst` (same shape and dtype).
+  template <typename T>
+  void upload(const BlindedT<T>& src, Buffer& dst) {
+    check_transfer(dst, src.shape(), dtype_of<T>(), "upload");
+    do_upload(src.data(), dst);
+  }
+  /// Copies `src` into host tensor `dst` (same shape and dtype); valid after wait().
+  template <typename T>
+  void download(const Buffer& src, TensorT<T>& dst) {
+    check_transfer(src, dst.shape(), dtype_of<T>(), "download");
+    do_download(src, dst.data());
+  }
+  /// Blocks until everything submitted so far has finished.
+  virtual void wait() = 0;
+
+  // --- weights --------------------------------------------------------------------------
+  WeightsPtr create_weights(const Tensor& weights);
+  /// Reads weights back (for checkpoints). Synchronous.
+  Tensor read_weights(const Weights& w);
+  /// One SGD step with a gradient already on the device (f32 or f64, weights' shape).
+  void sgd_step(Weights& w, const Buffer& grad, const SgdParams& p);
+  /// One SGD step with a gradient decoded on the host. Synchronous.
+  void sgd_step(Weights& w, const Tensor& grad, const SgdParams& p);
+
+  // --- linear operations, batched over all mixtures in the buffers --------------------
+  // src/dst/diff buffers share one dtype (f32 or f64); weights are converted as needed.
+  void conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w, Buffer& dst);
+  void conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
+                            Buffer& diff_src);
+  /// diff_weights is [O, I/g, KH, KW] (summed over the batch) or [P, O, I/g, KH, KW]: the
+  /// batch split into P equal consecutive parts, each part's gradient summed on its own
+  /// (P = N gives per-mixture gradients).
+  void conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
+                               Buffer& diff_weights);
+  void dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst);
+  void dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
+                           Buffer& diff_src);
+  /// diff_weights is [O, I] or [P, O, I], as for conv2d_backward_weights.
+  void dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
+                              Buffer& diff_weights);
+
+ protected:
+  virtual BufferPtr do_alloc(const Shape& shape, DType dtype) = 0;
+  virtual void do_upload(const void* src, Buffer& dst) = 0;
+  virtual void do_download(const Buffer& src, void* dst) = 0;
+  virtual WeightsPtr do_create_weights(const Tensor& weights) = 0;
+  virtual Tensor do_read_weights(const Weights& w) = 0;
+  virtual void do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) = 0;
+  virtual void do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) = 0;
+
+  // Called with validated arguments; `parts` is P for backward-weights.
+  virtual void do_conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w,
+                                 Buffer& dst) = 0;
+  virtual void do_conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
+                                       Buffer& diff_src) = 0;
+  virtual void do_conv2d_backward_weights(const ConvDesc& d, const Buffer& src,
+                                          const Buffer& diff_dst, Buffer& diff_weights,
+                                          int64_t parts) = 0;
+  virtual void do_dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w,
+                                Buffer& dst) = 0;
+  virtual void do_dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
+                                      Buffer& diff_src) = 0;
+  virtual void do_dense_backward_weights(const DenseDesc& d, const Buffer& src,
+                                         const Buffer& diff_dst, Buffer& diff_weights,
+                                         int64_t parts) = 0;
+
+ private:
+  void check_owned(const Buffer& b, const char* what) const;
+  void check_owned(const Weights& w, const char* what) const;
+  void check_transfer(const Buffer& b, const Shape& host_shape, DType host_dtype,
+                      const char* op) const;
+  int64_t check_backward_weights(const Shape& weight_shape, const Buffer& diff_weights,
+                                 int64_t batch, DType dtype, const char* op) const;
+};
+
+/// Options for make_backend.
+struct BackendOptions {
+  int threads = 0;  ///< worker threads for CPU backends; 0 = all cores
+};
+
+/// Names of the backends built into this binary, fastest first ("cpu", "ref").
+std::vector<std::string> backend_names();
+/// Makes a backend by name; throws Error naming the available ones when unknown.
+std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts = {});
+
+}  // namespace darknight::accel

@@ -1,0 +1,47 @@
+// The CPU accelerator: oneDNN primitives for f32 (cached per shape, weights kept in the
+// primitive's preferred layout), OpenBLAS GEMM for f64 (oneDNN 2.6 has no f64 on CPU).
+// Uses all cores unless BackendOptions::threads says otherwise.
+#pragma once
+
+#include <memory>
+
+#include "accel/backend.h"
+
+namespace darknight::accel {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& opts = {});
+  ~CpuBackend() override;
+  std::string name() const override { return "cpu"; }
+  std::string describe() const override;
+  void wait() override;
+
+ protected:
+  BufferPtr do_alloc(const Shape& shape, DType dtype) override;
+  void do_upload(const void* src, Buffer& dst) override;
+  void do_download(const Buffer& src, void* dst) override;
+  WeightsPtr do_create_weights(const Tensor& weights) override;
+  Tensor do_read_weights(const Weights& w) override;
+  void do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) override;
+  void do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) override;
+  void do_conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w,
+                         Buffer& dst) override;
+  void do_conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
+                               Buffer& diff_src) override;
+  void do_conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
+                                  Buffer& diff_weights, int64_t parts) override;
+  void do_dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w,
+                        Buffer& dst) override;
+  void do_dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
+                              Buffer& diff_src) override;
+  void do_dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
+                                 Buffer& diff_weights, int64_t parts) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int threads_;
+};
+
+}  // namespace darknight::accel

@@ -1,0 +1,61 @@
+// Buffers and weights in host memory, shared by the host backends (ref, cpu).
+#pragma once
+
+#include <memory>
+
+#include "accel/backend.h"
+
+namespace darknight::accel {
+
+class HostBuffer final : public Buffer {
+ public:
+  /// Zero-filled.
+  HostBuffer(const Backend* owner, const Shape& shape, DType dtype);
+
+  template <typename T>
+  T* as() {
+    DK_ASSERT(dtype() == dtype_of<T>(), "buffer is {}", dtype_name(dtype()));
+    return static_cast<T*>(mem_.get());
+  }
+  template <typename T>
+  const T* as() const {
+    return const_cast<HostBuffer*>(this)->as<T>();
+  }
+  void* raw() { return mem_.get(); }
+  const void* raw() const { return mem_.get(); }
+
+ private:
+  std::unique_ptr<void, detail::AlignedFree> mem_;
+};
+
+class HostWeights : public Weights {
+ public:
+  HostWeights(const Backend* owner, const Tensor& weights);
+
+  const Tensor& f32() const { return w_; }
+  /// The weights converted to f64, kept until the next update.
+  const Tensor64& f64() const;
+  /// Applies one SGD step (torch.optim.SGD semantics) with a gradient of n = numel elements.
+  template <typename G>
+  void sgd(const G* grad, const SgdParams& p);
+
+ private:
+  Tensor w_;
+  Tensor momentum_;
+  mutable Tensor64 w64_;
+  mutable uint64_t w64_version_ = ~uint64_t{0};
+};
+
+inline HostBuffer& host(Buffer& b) {
+  return static_cast<HostBuffer&>(b);
+}
+inline const HostBuffer& host(const Buffer& b) {
+  return static_cast<const HostBuffer&>(b);
+}
+
+/// Copies for the host backends' upload/download/read_weights/sgd_step entry points.
+void host_upload(const void* src, Buffer& dst);
+void host_download(const Buffer& src, void* dst);
+void host_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p);
+
+}  // namespace darknight::accel

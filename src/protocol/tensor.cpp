@@ -1,0 +1,16 @@
+#include "protocol/tensor.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace darknight::detail {
+
+void* aligned_alloc_bytes(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+  void* p = std::aligned_alloc(kTensorAlignment, rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace darknight::detail

@@ -1,0 +1,109 @@
+// The ONNX operator conformance data (Debian's libonnx-testdata) on every backend.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "onnx/node_tests.h"
+#include "onnx/onnx_io.h"
+
+namespace darknight::conformance {
+namespace {
+
+using Param = std::tuple<std::string, DType>;
+
+class NodeConformance : public ::testing::TestWithParam<Param> {};
+
+TEST_P(NodeConformance, LinearOpTestsPass) {
+  auto be = accel::make_backend(std::get<0>(GetParam()));
+  const auto results =
+      run_node_tests(default_node_test_dir(), linear_op_prefixes(), *be, std::get<1>(GetParam()));
+  int pass = 0;
+  std::map<std::string, int> passed_by_op;
+  for (const auto& r : results) {
+    if (r.outcome == Outcome::fail) {
+      ADD_FAILURE() << r.name << ": " << r.detail;
+    }
+    if (r.outcome == Outcome::skip) {
+      EXPECT_FALSE(r.detail.empty()) << r.name << " skipped silently";
+    }
+    if (r.outcome == Outcome::pass) {
+      ++pass;
+      ++passed_by_op[r.op];
+    }
+  }
+  // Every float test of each family runs: 6 Conv, 9 ConvTranspose (1-D and 2-D; the 3-D
+  // one is skipped), 11 Gemm, 3 MatMul.
+  EXPECT_EQ(passed_by_op["Conv"], 6);
+  EXPECT_EQ(passed_by_op["ConvTranspose"], 9);
+  EXPECT_EQ(passed_by_op["Gemm"], 11);
+  EXPECT_EQ(passed_by_op["MatMul"], 3);
+  std::printf("%s %s: %d of %zu node tests pass\n", std::get<0>(GetParam()).c_str(),
+              dtype_name(std::get<1>(GetParam())), pass, results.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, NodeConformance,
+                         ::testing::Combine(::testing::ValuesIn(accel::backend_names()),
+                                            ::testing::Values(DType::f32, DType::f64)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" +
+                                  dtype_name(std::get<1>(info.param));
+                         });
+
+// A wrong result is reported as a failure: the runner is pointed at a copy of a real test
+// whose expected output was altered in one element.
+TEST(NodeConformanceRunner, ReportsAWrongExpectedOutputAsFailure) {
+  namespace fs = std::filesystem;
+  const fs::path src = fs::path(default_node_test_dir()) / "test_basic_conv_with_padding";
+  const fs::path tmp = fs::temp_directory_path() / "dk_node_test_tampered";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp / "test_basic_conv_with_padding");
+  fs::copy(src, tmp / "test_basic_conv_with_padding", fs::copy_options::recursive);
+  const fs::path out = tmp / "test_basic_conv_with_padding/test_data_set_0/output_0.pb";
+  auto proto = onnx_io::load_tensor_proto(out.string());
+  ASSERT_TRUE(proto.ok());
+  onnx::TensorProto t = proto.value();
+  Tensor v = onnx_io::to_tensor(t).value();
+  v[3] += 0.5f;
+  t.clear_float_data();
+  t.set_raw_data(std::string(reinterpret_cast<const char*>(v.data()), v.bytes()));
+  std::ofstream(out, std::ios::binary | std::ios::trunc) << t.SerializeAsString();
+
+  auto be = accel::make_backend("ref");
+  const auto results = run_node_tests(tmp.string(), {"test_basic_conv"}, *be, DType::f32);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].outcome, Outcome::fail);
+  EXPECT_NE(results[0].detail.find("element 3"), std::string::npos) << results[0].detail;
+  fs::remove_all(tmp);
+}
+
+TEST(OnnxIo, RejectsDamagedTensorFiles) {
+  namespace fs = std::filesystem;
+  const fs::path tmp = fs::temp_directory_path() / "dk_onnx_io_test.pb";
+  onnx::TensorProto t;
+  t.set_name("x");
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  t.add_dims(2);
+  t.add_dims(3);
+  t.set_raw_data(std::string(5 * 4, '\0'));  // 5 floats for 6 elements
+  std::ofstream(tmp, std::ios::binary | std::ios::trunc) << t.SerializeAsString();
+  auto r = onnx_io::load_tensor(tmp.string());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("raw_data"), std::string::npos) << r.status().message();
+
+  std::ofstream(tmp, std::ios::binary | std::ios::trunc) << "\xff\xff\xff garbage";
+  EXPECT_FALSE(onnx_io::load_tensor(tmp.string()).ok());
+  EXPECT_FALSE(onnx_io::load_tensor("/nonexistent/input_0.pb").ok());
+
+  t.set_data_type(onnx::TensorProto::INT32);
+  EXPECT_FALSE(onnx_io::to_tensor(t).ok());
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  t.clear_dims();
+  t.add_dims(int64_t{1} << 30);
+  t.add_dims(int64_t{1} << 30);  // absurd: 2^60 elements
+  EXPECT_FALSE(onnx_io::to_tensor(t).ok());
+  fs::remove(tmp);
+}
+
+}  // namespace
+}  // namespace darknight::conformance
