@@ -7,7 +7,8 @@
 #include <vector>
 
 #include "accel/backend.h"
-#include "onnx/node_tests.h"
+#include "conformance/node_tests.h"
+#include "infer.h"
 
 namespace dk = darknight;
 
@@ -29,8 +30,9 @@ int cmd_conformance(const std::vector<std::string>& backends, const std::string&
   for (const auto& name : backends) {
     auto be = dk::accel::make_backend(name);
     const dk::DType dtype = parse_precision(precision);
-    auto results =
-        dk::conformance::run_node_tests(dir, dk::conformance::linear_op_prefixes(), *be, dtype);
+    auto prefixes = dk::conformance::linear_op_prefixes();
+    for (const auto& p : dk::conformance::nonlinear_op_prefixes()) prefixes.push_back(p);
+    auto results = dk::conformance::run_node_tests(dir, prefixes, *be, dtype);
     int pass = 0, fail = 0, skip = 0;
     std::printf("ONNX node conformance on %s (%s), rtol %g atol %g\n", be->describe().c_str(),
                 dk::dtype_name(dtype), dk::conformance::kRtol, dk::conformance::kAtol);
@@ -65,8 +67,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> conf_backends{"ref", "cpu"};
   std::string conf_precision = "f32";
   std::string conf_dir = dk::conformance::default_node_test_dir();
-  auto* conf = app.add_subcommand(
-      "conformance", "Run the ONNX operator conformance tests (conv/gemm/matmul) on backends");
+  auto* conf = app.add_subcommand("conformance",
+                                  "Run the ONNX operator conformance tests (linear ops on the "
+                                  "backends, non-linear ops in the trusted runtime)");
   conf->add_option("--backend", conf_backends, "Backends to test")
       ->check(CLI::IsMember(dk::accel::backend_names()))
       ->capture_default_str();
@@ -75,10 +78,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   conf->add_option("--dir", conf_dir, "ONNX node test directory")->capture_default_str();
 
+  dk::app::InferOptions infer_opts;
+  auto* infer = dk::app::add_infer_command(app, infer_opts);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*backends) return cmd_backends();
     if (*conf) return cmd_conformance(conf_backends, conf_precision, conf_dir);
+    if (*infer) return dk::app::run_infer(infer_opts);
     std::printf("%s", app.help().c_str());
     return 0;
   } catch (const std::exception& e) {

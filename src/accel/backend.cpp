@@ -106,15 +106,18 @@ int64_t Backend::check_backward_weights(const Shape& weight_shape, const Buffer&
 // ---------------------------------------------------------------- public calls
 
 BufferPtr Backend::alloc(const Shape& shape, DType dtype) {
+  const MeterScope unmetered(nullptr);
   return do_alloc(shape, dtype);
 }
 
 WeightsPtr Backend::create_weights(const Tensor& weights) {
+  const MeterScope unmetered(nullptr);
   DK_CHECK(weights.numel() > 0, "create_weights: empty weights {}", weights.shape().str());
   return do_create_weights(weights);
 }
 
 Tensor Backend::read_weights(const Weights& w) {
+  const MeterScope unmetered(nullptr);
   check_owned(w, "read_weights");
   return do_read_weights(w);
 }
@@ -127,6 +130,7 @@ static void check_sgd(const SgdParams& p) {
 }
 
 void Backend::sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
+  const MeterScope unmetered(nullptr);
   check_owned(w, "sgd_step");
   check_owned(grad, "sgd_step");
   DK_CHECK(grad.shape() == w.shape(), "sgd_step: gradient {} for weights {}", grad.shape().str(),
@@ -136,6 +140,7 @@ void Backend::sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
 }
 
 void Backend::sgd_step(Weights& w, const Tensor& grad, const SgdParams& p) {
+  const MeterScope unmetered(nullptr);
   check_owned(w, "sgd_step");
   DK_CHECK(grad.shape() == w.shape(), "sgd_step: gradient {} for weights {}", grad.shape().str(),
            w.shape().str());
@@ -144,6 +149,7 @@ void Backend::sgd_step(Weights& w, const Tensor& grad, const SgdParams& p) {
 }
 
 void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
+  const MeterScope unmetered(nullptr);
   const char* op = "conv2d_forward";
   check_owned(src, op), check_owned(w, op), check_owned(dst, op);
   check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
@@ -153,6 +159,7 @@ void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights
 
 void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
                                    Buffer& diff_src) {
+  const MeterScope unmetered(nullptr);
   const char* op = "conv2d_backward_data";
   check_owned(diff_dst, op), check_owned(w, op), check_owned(diff_src, op);
   check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
@@ -162,6 +169,7 @@ void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, co
 
 void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
                                       Buffer& diff_weights) {
+  const MeterScope unmetered(nullptr);
   const char* op = "conv2d_backward_weights";
   check_owned(src, op), check_owned(diff_dst, op);
   check_buffer(diff_dst, d.dst_shape(src.shape()), src.dtype(), op, "diff_dst");
@@ -171,6 +179,7 @@ void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, cons
 }
 
 void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
+  const MeterScope unmetered(nullptr);
   const char* op = "dense_forward";
   check_owned(src, op), check_owned(w, op), check_owned(dst, op);
   check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
@@ -180,6 +189,7 @@ void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights
 
 void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
                                   Buffer& diff_src) {
+  const MeterScope unmetered(nullptr);
   const char* op = "dense_backward_data";
   check_owned(diff_dst, op), check_owned(w, op), check_owned(diff_src, op);
   check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
@@ -189,6 +199,7 @@ void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, co
 
 void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
                                      Buffer& diff_weights) {
+  const MeterScope unmetered(nullptr);
   const char* op = "dense_backward_weights";
   check_owned(src, op), check_owned(diff_dst, op);
   check_buffer(diff_dst, d.dst_shape(src.shape()), src.dtype(), op, "diff_dst");

@@ -11,7 +11,8 @@
 // backend allocates; upload/download/ops are submitted asynchronously in order and wait()
 // blocks until all have finished; a host tensor given to upload/download must stay alive
 // and unchanged until that wait(). Every public call validates shapes, dtypes and buffer
-// ownership first and throws darknight::Error on misuse.
+// ownership first and throws darknight::Error on misuse. Memory the accelerator allocates
+// is never charged to the trusted runtime's MemoryMeter.
 #pragma once
 
 #include <cstdint>
@@ -133,12 +134,14 @@ class Backend {
   /// Copies blinded host data into `dst` (same shape and dtype).
   template <typename T>
   void upload(const BlindedT<T>& src, Buffer& dst) {
+    const MeterScope unmetered(nullptr);
     check_transfer(dst, src.shape(), dtype_of<T>(), "upload");
     do_upload(src.data(), dst);
   }
   /// Copies `src` into host tensor `dst` (same shape and dtype); valid after wait().
   template <typename T>
   void download(const Buffer& src, TensorT<T>& dst) {
+    const MeterScope unmetered(nullptr);
     check_transfer(src, dst.shape(), dtype_of<T>(), "download");
     do_download(src, dst.data());
   }

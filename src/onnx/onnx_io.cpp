@@ -95,6 +95,48 @@ Result<Tensor> to_tensor(const onnx::TensorProto& t) {
   return out;
 }
 
+Result<std::vector<int64_t>> to_int64s(const onnx::TensorProto& t) {
+  int64_t n = 1;
+  for (int64_t d : t.dims()) {
+    if (d < 0 || d > (int64_t{1} << 24))
+      return Status::error(fmt::format("tensor '{}': bad dims", t.name()));
+    n *= d;
+  }
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  if (t.data_type() == onnx::TensorProto::INT64) {
+    if (t.has_raw_data()) {
+      if (t.raw_data().size() != v.size() * 8)
+        return Status::error(
+            fmt::format("tensor '{}': raw_data size does not match dims", t.name()));
+      std::memcpy(v.data(), t.raw_data().data(), v.size() * 8);
+    } else {
+      if (static_cast<size_t>(t.int64_data_size()) != v.size())
+        return Status::error(
+            fmt::format("tensor '{}': int64_data size does not match dims", t.name()));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = t.int64_data(static_cast<int>(i));
+    }
+  } else if (t.data_type() == onnx::TensorProto::INT32) {
+    if (t.has_raw_data()) {
+      if (t.raw_data().size() != v.size() * 4)
+        return Status::error(
+            fmt::format("tensor '{}': raw_data size does not match dims", t.name()));
+      for (size_t i = 0; i < v.size(); ++i) {
+        int32_t x;
+        std::memcpy(&x, t.raw_data().data() + i * 4, 4);
+        v[i] = x;
+      }
+    } else {
+      if (static_cast<size_t>(t.int32_data_size()) != v.size())
+        return Status::error(
+            fmt::format("tensor '{}': int32_data size does not match dims", t.name()));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = t.int32_data(static_cast<int>(i));
+    }
+  } else {
+    return Status::error(fmt::format("tensor '{}' is not INT64 or INT32", t.name()));
+  }
+  return v;
+}
+
 Result<Tensor> load_tensor(const std::string& path) {
   auto proto = load_tensor_proto(path);
   if (!proto.ok()) return proto.status();

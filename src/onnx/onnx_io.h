@@ -20,6 +20,8 @@ Result<onnx::TensorProto> load_tensor_proto(const std::string& path);
 /// Converts a FLOAT or DOUBLE TensorProto (raw_data or typed fields) into an f32 tensor,
 /// checking that the payload size matches the dims.
 Result<Tensor> to_tensor(const onnx::TensorProto& t);
+/// Converts an INT64 or INT32 TensorProto (shape arithmetic, Reshape targets) to values.
+Result<std::vector<int64_t>> to_int64s(const onnx::TensorProto& t);
 /// load_tensor_proto + to_tensor.
 Result<Tensor> load_tensor(const std::string& path);
 

@@ -1,5 +1,6 @@
 #include "protocol/tensor.h"
 
+#include <string.h>
 #include <cstdlib>
 #include <new>
 
@@ -11,6 +12,10 @@ void* aligned_alloc_bytes(size_t bytes) {
   void* p = std::aligned_alloc(kTensorAlignment, rounded);
   if (p == nullptr) throw std::bad_alloc();
   return p;
+}
+
+void secure_zero(void* p, size_t bytes) noexcept {
+  if (p && bytes) explicit_bzero(p, bytes);
 }
 
 }  // namespace darknight::detail

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "protocol/error.h"
+#include "protocol/memory_meter.h"
 #include "protocol/shape.h"
 
 namespace darknight {
@@ -36,6 +37,48 @@ constexpr size_t kTensorAlignment = 64;
 void* aligned_alloc_bytes(size_t bytes);  // throws std::bad_alloc; nullptr for 0 bytes
 struct AlignedFree {
   void operator()(void* p) const noexcept { std::free(p); }
+};
+/// Overwrites memory in a way the compiler may not elide.
+void secure_zero(void* p, size_t bytes) noexcept;
+
+/// Owning storage of a tensor: charges the meter current at allocation until freed, and
+/// wipes its bytes on free when asked to (secrets: noise, coefficients, plaintext).
+class Storage {
+ public:
+  Storage() = default;
+  explicit Storage(size_t bytes)
+      : p_(aligned_alloc_bytes(bytes)), bytes_(bytes), meter_(current_meter()) {
+    if (meter_) meter_->add(static_cast<int64_t>(bytes_));
+  }
+  Storage(Storage&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)),
+        bytes_(std::exchange(o.bytes_, 0)),
+        meter_(std::exchange(o.meter_, nullptr)),
+        wipe_(std::exchange(o.wipe_, false)) {}
+  Storage& operator=(Storage&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr), bytes_ = std::exchange(o.bytes_, 0);
+      meter_ = std::exchange(o.meter_, nullptr), wipe_ = std::exchange(o.wipe_, false);
+    }
+    return *this;
+  }
+  ~Storage() { release(); }
+  void* get() const { return p_; }
+  void set_wipe_on_free() { wipe_ = true; }
+
+ private:
+  void release() noexcept {
+    if (!p_) return;
+    if (wipe_) secure_zero(p_, bytes_);
+    if (meter_) meter_->sub(static_cast<int64_t>(bytes_));
+    std::free(p_);
+    p_ = nullptr;
+  }
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+  MemoryMeter* meter_ = nullptr;
+  bool wipe_ = false;
 };
 }  // namespace detail
 
@@ -82,12 +125,12 @@ class TensorT {
   bool empty() const { return numel() == 0; }
   DType dtype() const { return kDType; }
 
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
+  T* data() { return static_cast<T*>(data_.get()); }
+  const T* data() const { return static_cast<const T*>(data_.get()); }
   std::span<T> span() { return {data(), static_cast<size_t>(numel())}; }
   std::span<const T> span() const { return {data(), static_cast<size_t>(numel())}; }
-  T& operator[](int64_t i) { return data_.get()[i]; }
-  const T& operator[](int64_t i) const { return data_.get()[i]; }
+  T& operator[](int64_t i) { return data()[i]; }
+  const T& operator[](int64_t i) const { return data()[i]; }
 
   /// The rows [begin, begin+count) along the first dimension, read-only.
   std::span<const T> items(int64_t begin, int64_t count) const {
@@ -107,17 +150,19 @@ class TensorT {
     shape_ = shape;
   }
 
+  /// Zeroes the bytes when the tensor is freed (for secrets).
+  void set_wipe_on_free() { data_.set_wipe_on_free(); }
+
   void fill(T v) {
     for (int64_t i = 0; i < numel(); ++i) data()[i] = v;
   }
 
  private:
-  static std::unique_ptr<T[], detail::AlignedFree> alloc(int64_t n) {
-    return std::unique_ptr<T[], detail::AlignedFree>(
-        static_cast<T*>(detail::aligned_alloc_bytes(static_cast<size_t>(n) * sizeof(T))));
+  static detail::Storage alloc(int64_t n) {
+    return detail::Storage(static_cast<size_t>(n) * sizeof(T));
   }
   Shape shape_{0};
-  std::unique_ptr<T[], detail::AlignedFree> data_;
+  detail::Storage data_;
 };
 
 using Tensor = TensorT<float>;

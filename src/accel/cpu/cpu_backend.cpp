@@ -11,7 +11,6 @@
 #include "accel/cpu/gemm_f64.h"
 #include "accel/host/host_memory.h"
 
-extern "C" void openblas_set_num_threads(int);
 extern "C" char* openblas_get_config(void);
 
 namespace darknight::accel {
@@ -294,13 +293,23 @@ struct CpuBackend::Impl {
 
 // ---------------------------------------------------------------- CpuBackend
 
+namespace {
+/// Runs this backend's calls on its own thread count (oneDNN and the OpenMP build of
+/// OpenBLAS follow the OpenMP setting), leaving the caller's setting as it was.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int n) : previous_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~ThreadScope() { omp_set_num_threads(previous_); }
+
+ private:
+  int previous_;
+};
+
+}  // namespace
+
 CpuBackend::CpuBackend(const BackendOptions& opts) : impl_(std::make_unique<Impl>()) {
   DK_CHECK(opts.threads >= 0, "cpu backend: threads must be >= 0, got {}", opts.threads);
-  if (opts.threads > 0) {
-    omp_set_num_threads(opts.threads);
-    openblas_set_num_threads(opts.threads);
-  }
-  threads_ = omp_get_max_threads();
+  threads_ = opts.threads > 0 ? opts.threads : omp_get_max_threads();
 }
 
 CpuBackend::~CpuBackend() = default;
@@ -333,10 +342,12 @@ Tensor CpuBackend::do_read_weights(const Weights& w) {
   return cpu(w).f32().clone();
 }
 void CpuBackend::do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
+  const ThreadScope threads(threads_);
   impl_->strm.wait();
   host_sgd_step(w, grad, p);
 }
 void CpuBackend::do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) {
+  const ThreadScope threads(threads_);
   impl_->strm.wait();
   static_cast<HostWeights&>(w).sgd(grad.data(), p);
 }
@@ -352,6 +363,7 @@ double* f64p(const Buffer& b) {
 
 void CpuBackend::do_conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w,
                                    Buffer& dst) {
+  const ThreadScope threads(threads_);
   if (src.dtype() == DType::f32)
     impl_->conv_forward(d, src.shape(), f32(src), cpu(w), f32(dst));
   else
@@ -360,6 +372,7 @@ void CpuBackend::do_conv2d_forward(const ConvDesc& d, const Buffer& src, const W
 
 void CpuBackend::do_conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst,
                                          const Weights& w, Buffer& diff_src) {
+  const ThreadScope threads(threads_);
   if (diff_src.dtype() == DType::f32)
     impl_->conv_backward_data(d, diff_src.shape(), f32(diff_dst), cpu(w), f32(diff_src));
   else
@@ -370,6 +383,7 @@ void CpuBackend::do_conv2d_backward_data(const ConvDesc& d, const Buffer& diff_d
 void CpuBackend::do_conv2d_backward_weights(const ConvDesc& d, const Buffer& src,
                                             const Buffer& diff_dst, Buffer& diff_weights,
                                             int64_t parts) {
+  const ThreadScope threads(threads_);
   if (src.dtype() == DType::f32)
     impl_->conv_backward_weights(d, src.shape(), f32(src), f32(diff_dst), f32(diff_weights), parts);
   else
@@ -379,6 +393,7 @@ void CpuBackend::do_conv2d_backward_weights(const ConvDesc& d, const Buffer& src
 
 void CpuBackend::do_dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w,
                                   Buffer& dst) {
+  const ThreadScope threads(threads_);
   const int64_t n = src.shape()[0];
   if (src.dtype() == DType::f32)
     impl_->dense_forward(d, n, f32(src), cpu(w), f32(dst));
@@ -388,6 +403,7 @@ void CpuBackend::do_dense_forward(const DenseDesc& d, const Buffer& src, const W
 
 void CpuBackend::do_dense_backward_data(const DenseDesc& d, const Buffer& diff_dst,
                                         const Weights& w, Buffer& diff_src) {
+  const ThreadScope threads(threads_);
   const int64_t n = diff_src.shape()[0];
   if (diff_src.dtype() == DType::f32)
     impl_->dense_backward_data(d, n, f32(diff_dst), cpu(w), f32(diff_src));
@@ -399,6 +415,7 @@ void CpuBackend::do_dense_backward_data(const DenseDesc& d, const Buffer& diff_d
 void CpuBackend::do_dense_backward_weights(const DenseDesc& d, const Buffer& src,
                                            const Buffer& diff_dst, Buffer& diff_weights,
                                            int64_t parts) {
+  const ThreadScope threads(threads_);
   const int64_t n = src.shape()[0];
   if (src.dtype() == DType::f32)
     impl_->dense_backward_weights(d, n, f32(src), f32(diff_dst), f32(diff_weights), parts);

@@ -1,6 +1,7 @@
 // ONNX operator conformance: runs the node tests of Debian's libonnx-testdata
 // (/usr/share/libonnx-testdata/data/node/<test>/{model.onnx,test_data_set_N/*.pb}) through an
-// accelerator backend and compares with the expected outputs.
+// accelerator backend (linear ops) or the trusted runtime (non-linear ops) and compares
+// with the expected outputs.
 #pragma once
 
 #include <string>
@@ -30,6 +31,10 @@ inline constexpr double kAtol = 1e-7;
 std::string default_node_test_dir();
 /// Test-name prefixes of the linear operators the accelerator implements.
 std::vector<std::string> linear_op_prefixes();
+/// Test-name prefixes of the non-linear operators the trusted runtime implements; these
+/// tests go through the ONNX importer and the runtime (inputs after the first become
+/// initializers, as a model's parameters would be).
+std::vector<std::string> nonlinear_op_prefixes();
 
 /// Runs every test under `dir` whose name starts with one of `prefixes`, with mixtures of
 /// element type `dtype`, in name order.

@@ -1,0 +1,359 @@
+#include "infer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "accel/backend.h"
+#include "baselines/engines.h"
+#include "data/datasets.h"
+#include "nn/onnx_import.h"
+#include "nn/zoo.h"
+#include "trusted/darknight_engine.h"
+
+namespace darknight::app {
+namespace {
+
+using nlohmann::json;
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+nn::Graph make_model(const InferOptions& o) {
+  if (ends_with(o.model, ".onnx")) return nn::import_onnx(o.model).value();
+  nn::ModelOptions mo;
+  mo.input_size = o.model == "fmnist-cnn" && o.input_size == 32 ? 28 : o.input_size;
+  mo.classes = o.classes;
+  mo.seed = o.seeded ? o.seed : 1;
+  return nn::build_model(o.model, mo);
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string what) : what_(std::move(what)), tty_(isatty(2)) {}
+  void update(int64_t done, int64_t total) {
+    if (!tty_) return;
+    const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(total, 1));
+    std::fprintf(stderr, "\r%s [%s%s] %lld/%lld", what_.c_str(), std::string(filled, '=').c_str(),
+                 std::string(width - filled, ' ').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total));
+    if (done == total) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string what_;
+  bool tty_;
+};
+
+int argmax(const float* p, int64_t n) {
+  return static_cast<int>(std::max_element(p, p + n) - p);
+}
+
+struct Run {
+  Tensor outputs;
+  trusted::RunStats stats;
+  double seconds = 0;
+  int64_t chunk = 0;
+};
+
+/// Runs `images` through a runtime in batches of o.batch, after o.warmup untimed batches.
+Run run_mode(const InferOptions& o, const std::string& mode, const Tensor& images,
+             const std::function<void(int, int64_t, const Tensor&)>& probe, bool show_progress) {
+  nn::Graph g = make_model(o);
+  auto accel = accel::make_backend(o.accelerator);
+  std::unique_ptr<trusted::Csprng> rng;
+  std::unique_ptr<trusted::LinearEngine> engine;
+  trusted::RuntimeOptions ro;
+  ro.memory_budget = parse_bytes(o.enclave_memory);
+  ro.threads = o.trusted_threads;
+  if (mode == "darknight") {
+    trusted::CodecOptions co;
+    co.k = o.k;
+    co.noise = {o.noise_mean, o.noise_std};
+    co.mixing_scale = o.mixing_scale;
+    co.precision = o.precision == "f64" ? DType::f64 : DType::f32;
+    rng =
+        o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
+    engine = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng);
+  } else if (mode == "plain") {
+    engine = std::make_unique<baselines::PlainEngine>(*accel);
+    ro.enforce_budget = false;
+  } else {
+    engine = std::make_unique<baselines::TeeEngine>();
+    ro.enforce_budget = false;
+    ro.threads = 1;  // the paper's single-threaded enclave
+  }
+  ro.probe = probe;
+  trusted::Runtime rt(std::move(g), *engine, ro);
+  const int64_t n = images.shape()[0], b = std::min(o.batch, n);
+  Run r;
+  r.chunk = rt.plan(b);
+  for (int w = 0; w < o.warmup; ++w) {
+    Tensor batch(images.shape().with_batch(b), images.items(0, b));
+    rt.infer(batch);
+  }
+  rt.reset_stats();
+  Progress bar(mode);
+  r.outputs = Tensor(Shape{n, rt.graph().output_shape().numel()});
+  const double t0 = now();
+  for (int64_t start = 0; start < n; start += b) {
+    const int64_t m = std::min(b, n - start);
+    Tensor batch(images.shape().with_batch(m), images.items(start, m));
+    const Tensor out = rt.infer(batch);
+    std::copy(out.data(), out.data() + out.numel(),
+              r.outputs.data() + start * out.shape().item_numel());
+    if (show_progress) bar.update(start + m, n);
+  }
+  r.seconds = now() - t0;
+  r.stats = rt.stats();
+  return r;
+}
+
+}  // namespace
+
+int64_t parse_bytes(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    throw Error(fmt::format("'{}' is not a size in bytes (e.g. 134217728, 128MiB, 1GiB)", s));
+  }
+  const std::string unit = s.substr(used);
+  double mult = 1;
+  if (unit == "" || unit == "B")
+    mult = 1;
+  else if (unit == "KiB")
+    mult = 1024.0;
+  else if (unit == "MiB")
+    mult = 1048576.0;
+  else if (unit == "GiB")
+    mult = 1073741824.0;
+  else if (unit == "KB")
+    mult = 1e3;
+  else if (unit == "MB")
+    mult = 1e6;
+  else if (unit == "GB")
+    mult = 1e9;
+  else
+    throw Error(fmt::format("'{}': unknown unit '{}' (B, KiB, MiB, GiB, KB, MB, GB)", s, unit));
+  DK_CHECK(v > 0 && std::isfinite(v), "'{}' is not a positive size", s);
+  return static_cast<int64_t>(v * mult);
+}
+
+CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
+  auto* c = app.add_subcommand("infer", "Private inference (DarKnight) or a baseline on a dataset");
+  c->add_option("--model", o.model, "Built-in model or an ONNX file (.onnx)")
+      ->capture_default_str();
+  c->add_option("--data", o.data,
+                "synthetic | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR (test split)")
+      ->capture_default_str();
+  c->add_option("--mode", o.mode, "darknight | plain (unprotected) | tee (all in the enclave)")
+      ->check(CLI::IsMember({"darknight", "plain", "tee"}))
+      ->capture_default_str();
+  c->add_option("--accelerator", o.accelerator, "Untrusted accelerator backend")
+      ->check(CLI::IsMember(accel::backend_names()))
+      ->capture_default_str();
+  c->add_option("-k,--virtual-batch", o.k, "Inputs mixed together (K, 1..16)")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  c->add_option("--batch", o.batch, "Images per batch (B)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("--limit", o.limit,
+                "Use the first N examples (synthetic: how many to make; default 64)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--input-size", o.input_size, "Input height/width of built-in models")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("--classes", o.classes, "Classes of built-in models")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("--noise-mean", o.noise_mean, "Mean of the blinding noise")->capture_default_str();
+  c->add_option("--noise-std", o.noise_std, "Standard deviation of the blinding noise")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--mixing-scale", o.mixing_scale, "Scale of the random orthogonal mixing matrix")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("--precision", o.precision, "Element type of the mixtures")
+      ->check(CLI::IsMember({"f32", "f64"}))
+      ->capture_default_str();
+  c->add_flag("--compare-plain", o.compare_plain,
+              "Also run unprotected and report the error and top-1 agreement against it "
+              "(sends plaintext to the accelerator: for evaluation only)");
+  c->add_option("--seed", o.seed,
+                "Seed the model weights and the trusted generator (reproducible runs; "
+                "weakens secrecy)")
+      ->each([&o](const std::string&) { o.seeded = true; });
+  c->add_option("--report", o.report, "Write a JSON report to this file");
+  c->add_option("--enclave-memory", o.enclave_memory,
+                "Trusted memory budget (darknight: enforced; tee: reported)")
+      ->capture_default_str();
+  c->add_option("--normalize", o.normalize, "Per-channel MEAN[,MEAN..]:STD[,STD..] of the inputs");
+  c->add_option("--trusted-threads", o.trusted_threads,
+                "Threads of the trusted side (0: all cores; tee always uses 1)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--warmup", o.warmup, "Untimed batches before the timed run")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  return c;
+}
+
+int run_infer(const InferOptions& o) {
+  if (o.seeded)
+    std::fprintf(stderr,
+                 "darknight: warning: --seed makes the blinding coefficients and noise "
+                 "reproducible; anyone who knows the seed can unblind. Use it for tests only.\n");
+  // Data, in the model's input shape.
+  const nn::Graph probe_model = make_model(o);
+  data::LoadOptions lo;
+  lo.limit = o.limit;
+  lo.synthetic_item = probe_model.input_shape();
+  lo.seed = o.seeded ? o.seed : 1;
+  data::Dataset ds = data::load(o.data, lo).value();
+  if (!o.normalize.empty()) data::normalize(ds, o.normalize).throw_if_error();
+  const Shape item = ds.images.shape().with_batch(1);
+  DK_CHECK(item.item_numel() == probe_model.input_shape().numel() &&
+               item.rank() == probe_model.input_shape().rank() + 1,
+           "model {} takes {} inputs; {} images are {}", o.model, probe_model.input_shape().str(),
+           ds.name, item.str());
+  const int64_t n = ds.images.shape()[0];
+  DK_CHECK(n > 0, "no images to run");
+
+  // Reference run first when comparing; keep per-layer outputs of the first images.
+  std::map<int, Tensor> reference_layers;
+  const int64_t probe_images = std::min<int64_t>(n, o.input_size >= 128 ? 2 : 8);
+  Run plain;
+  if (o.compare_plain && o.mode != "plain") {
+    plain = run_mode(
+        o, "plain", ds.images,
+        [&](int node, int64_t first, const Tensor& v) {
+          if (first > 0) return;
+          const int64_t m = std::min(probe_images, v.shape()[0]);
+          reference_layers[node] = Tensor(v.shape().with_batch(m), v.items(0, m));
+        },
+        false);
+  }
+  std::map<int, double> layer_error;
+  std::map<int, std::string> layer_name;
+  const nn::Graph fused = [&] {
+    nn::Graph g = make_model(o);
+    g.fuse();
+    return g;
+  }();
+  Run run = run_mode(
+      o, o.mode, ds.images,
+      [&](int node, int64_t first, const Tensor& v) {
+        auto it = reference_layers.find(node);
+        if (first > 0 || it == reference_layers.end()) return;
+        const Tensor& ref = it->second;
+        const int64_t m = ref.shape()[0], s = ref.shape().item_numel();
+        double worst = 0;
+        for (int64_t i = 0; i < m; ++i) {
+          double diff = 0, mag = 0;
+          for (int64_t e = 0; e < s; ++e) {
+            diff = std::max(diff, double(std::abs(v[i * s + e] - ref[i * s + e])));
+            mag = std::max(mag, double(std::abs(ref[i * s + e])));
+          }
+          worst = std::max(worst, mag > 0 ? diff / mag : diff);
+        }
+        layer_error[node] = worst;
+        layer_name[node] = fused.node(node).name;
+      },
+      true);
+  if (o.compare_plain && o.mode == "plain") plain.outputs = run.outputs.clone();
+
+  // Results.
+  const int64_t classes = run.outputs.shape().item_numel();
+  json rep;
+  rep["mode"] = o.mode;
+  rep["model"] = o.model;
+  rep["data"] = o.data;
+  rep["images"] = n;
+  rep["batch"] = std::min(o.batch, n);
+  rep["seconds"] = run.seconds;
+  rep["images_per_second"] = n / run.seconds;
+  rep["peak_trusted_bytes"] = run.stats.peak_trusted_bytes;
+  rep["enclave_memory_bytes"] = parse_bytes(o.enclave_memory);
+  rep["images_per_pass"] = run.chunk;
+  rep["accelerator"] = accel::make_backend(o.accelerator)->describe();
+  rep["weight_bytes"] = probe_model.weight_bytes();
+  if (o.mode == "darknight") {
+    rep["virtual_batch"] = o.k;
+    rep["precision"] = o.precision;
+    rep["noise_mean"] = o.noise_mean;
+    rep["noise_std"] = o.noise_std;
+  }
+  rep["seconds_by_kind"] = {{"encode", run.stats.times.encode},
+                            {"accelerator", run.stats.times.accelerator},
+                            {"decode", run.stats.times.decode},
+                            {"nonlinear", run.stats.times.nonlinear}};
+  rep["accelerator_calls"] = run.stats.accelerator_calls;
+  rep["bytes_to_accelerator"] = run.stats.bytes_to_accelerator;
+  rep["bytes_from_accelerator"] = run.stats.bytes_from_accelerator;
+  if (!ds.labels.empty()) {
+    int64_t correct = 0;
+    for (int64_t i = 0; i < n; ++i)
+      correct +=
+          argmax(run.outputs.data() + i * classes, classes) == ds.labels[static_cast<size_t>(i)];
+    rep["accuracy"] = double(correct) / double(n);
+  }
+  if (o.compare_plain) {
+    int64_t agree = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* a = run.outputs.data() + i * classes;
+      const float* p = plain.outputs.data() + i * classes;
+      agree += argmax(a, classes) == argmax(p, classes);
+      double diff = 0, mag = 0;
+      for (int64_t c = 0; c < classes; ++c)
+        diff = std::max(diff, double(std::abs(a[c] - p[c]))),
+        mag = std::max(mag, double(std::abs(p[c])));
+      worst = std::max(worst, mag > 0 ? diff / mag : diff);
+    }
+    rep["top1_agreement_vs_plain"] = double(agree) / double(n);
+    rep["max_rel_error_vs_plain"] = worst;
+    json layers = json::array();
+    for (const auto& [node, err] : layer_error)
+      layers.push_back({{"layer", layer_name[node]}, {"max_rel_error_vs_plain", err}});
+    rep["layers"] = layers;
+    rep["layer_error_images"] = probe_images;
+  }
+
+  std::printf("%s %s on %lld %s images: %.3f s, %.2f images/s, peak trusted memory %.1f MiB\n",
+              o.mode.c_str(), o.model.c_str(), static_cast<long long>(n), ds.name.c_str(),
+              run.seconds, n / run.seconds, run.stats.peak_trusted_bytes / 1048576.0);
+  std::printf("  time: encode %.3f s, accelerator %.3f s, decode %.3f s, non-linear %.3f s\n",
+              run.stats.times.encode, run.stats.times.accelerator, run.stats.times.decode,
+              run.stats.times.nonlinear);
+  if (rep.contains("accuracy")) std::printf("  accuracy %.4f\n", rep["accuracy"].get<double>());
+  if (o.compare_plain) {
+    std::printf("  vs plain: top-1 agreement %.4f, max relative error %.3e\n",
+                rep["top1_agreement_vs_plain"].get<double>(),
+                rep["max_rel_error_vs_plain"].get<double>());
+    for (const auto& l : rep["layers"])
+      std::printf("    %-32s max relative error %.3e\n", l["layer"].get<std::string>().c_str(),
+                  l["max_rel_error_vs_plain"].get<double>());
+  }
+  if (!o.report.empty()) {
+    std::ofstream f(o.report);
+    DK_CHECK(f.good(), "cannot write the report {}", o.report);
+    f << rep.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace darknight::app

@@ -1,0 +1,228 @@
+#include "data/datasets.h"
+
+#include <zlib.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace darknight::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+Result<std::vector<unsigned char>> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::error(fmt::format("cannot open {}", path));
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), {});
+  if (f.bad()) return Status::error(fmt::format("cannot read {}", path));
+  return bytes;
+}
+
+uint32_t be32(const unsigned char* p) {
+  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+}
+
+Result<Dataset> fashion_mnist(const std::string& dir, Split split) {
+  const std::string prefix = split == Split::train ? "train" : "t10k";
+  const std::string ipath = dir + "/" + prefix + "-images-idx3-ubyte.gz";
+  const std::string lpath = dir + "/" + prefix + "-labels-idx1-ubyte.gz";
+  auto img = read_gzip(ipath);
+  if (!img.ok()) return img.status();
+  auto lab = read_gzip(lpath);
+  if (!lab.ok()) return lab.status();
+  const auto& ib = img.value();
+  const auto& lb = lab.value();
+  if (ib.size() < 16 || be32(ib.data()) != 0x803)
+    return Status::error(fmt::format("{}: not an IDX image file (bad magic)", ipath));
+  if (lb.size() < 8 || be32(lb.data()) != 0x801)
+    return Status::error(fmt::format("{}: not an IDX label file (bad magic)", lpath));
+  const uint64_t n = be32(ib.data() + 4), rows = be32(ib.data() + 8), cols = be32(ib.data() + 12);
+  if (rows == 0 || cols == 0 || rows > 4096 || cols > 4096)
+    return Status::error(fmt::format("{}: absurd image size {}x{}", ipath, rows, cols));
+  if (ib.size() - 16 != n * rows * cols)
+    return Status::error(
+        fmt::format("{}: header says {} images of {}x{} ({} bytes), payload has {}", ipath, n, rows,
+                    cols, n * rows * cols, ib.size() - 16));
+  const uint64_t nl = be32(lb.data() + 4);
+  if (lb.size() - 8 != nl)
+    return Status::error(
+        fmt::format("{}: header says {} labels, payload has {}", lpath, nl, lb.size() - 8));
+  if (nl != n)
+    return Status::error(fmt::format("{} images but {} labels ({}, {})", n, nl, ipath, lpath));
+  Dataset d;
+  d.name = "fashion-mnist";
+  d.classes = 10;
+  d.images = Tensor(
+      Shape{static_cast<int64_t>(n), 1, static_cast<int64_t>(rows), static_cast<int64_t>(cols)});
+  for (uint64_t i = 0; i < n * rows * cols; ++i)
+    d.images[static_cast<int64_t>(i)] = static_cast<float>(ib[16 + i]) / 255.0f;
+  d.labels.resize(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (lb[8 + i] >= 10)
+      return Status::error(
+          fmt::format("{}: label {} of example {} is not in 0..9", lpath, lb[8 + i], i));
+    d.labels[i] = lb[8 + i];
+  }
+  return d;
+}
+
+Result<Dataset> cifar(const std::string& dir, int classes, Split split) {
+  // The files of the official binary archives, in the directory or its archive subfolder.
+  std::vector<std::string> names;
+  if (classes == 10) {
+    if (split == Split::test)
+      names = {"test_batch.bin"};
+    else
+      for (int i = 1; i <= 5; ++i) names.push_back(fmt::format("data_batch_{}.bin", i));
+  } else {
+    names = {split == Split::test ? "test.bin" : "train.bin"};
+  }
+  const std::string sub = classes == 10 ? "cifar-10-batches-bin" : "cifar-100-binary";
+  const int64_t header = classes == 10 ? 1 : 2, record = header + 3072;
+  std::vector<std::vector<unsigned char>> files;
+  int64_t n = 0;
+  for (const auto& name : names) {
+    std::string path = dir + "/" + name;
+    if (!fs::exists(path) && fs::exists(dir + "/" + sub + "/" + name))
+      path = dir + "/" + sub + "/" + name;
+    auto bytes = read_file(path);
+    if (!bytes.ok()) return bytes.status();
+    const auto size = static_cast<int64_t>(bytes.value().size());
+    if (size == 0 || size % record != 0)
+      return Status::error(
+          fmt::format("{}: {} bytes is not a whole number of {}-byte records", path, size, record));
+    for (int64_t r = 0; r < size / record; ++r) {
+      const int label = bytes.value()[static_cast<size_t>(r * record + header - 1)];
+      if (label >= classes)
+        return Status::error(
+            fmt::format("{}: label {} of record {} is not in 0..{}", path, label, r, classes - 1));
+    }
+    n += size / record;
+    files.push_back(std::move(bytes).value());
+  }
+  Dataset d;
+  d.name = classes == 10 ? "cifar10" : "cifar100";
+  d.classes = classes;
+  d.images = Tensor(Shape{n, 3, 32, 32});
+  int64_t i = 0;
+  for (const auto& f : files)
+    for (size_t r = 0; r < f.size() / static_cast<size_t>(record); ++r, ++i) {
+      const unsigned char* rec = f.data() + r * static_cast<size_t>(record);
+      d.labels.push_back(rec[header - 1]);
+      for (int64_t p = 0; p < 3072; ++p) d.images[i * 3072 + p] = rec[header + p] / 255.0f;
+    }
+  return d;
+}
+
+}  // namespace
+
+Result<std::vector<unsigned char>> read_gzip(const std::string& path) {
+  auto raw = read_file(path);
+  if (!raw.ok()) return raw.status();
+  const auto& in = raw.value();
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+    return Status::error(fmt::format("{}: zlib failed to initialise", path));
+  std::vector<unsigned char> out;
+  unsigned char buf[1 << 16];
+  z.next_in = const_cast<unsigned char*>(in.data());
+  z.avail_in = static_cast<uInt>(in.size());
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    z.next_out = buf;
+    z.avail_out = sizeof buf;
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.insert(out.end(), buf, buf + (sizeof buf - z.avail_out));
+    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // input ended early
+  }
+  const uLong left = z.avail_in;
+  inflateEnd(&z);
+  if (rc == Z_DATA_ERROR)
+    return Status::error(fmt::format("{}: corrupt gzip data or CRC mismatch", path));
+  if (rc != Z_STREAM_END)
+    return Status::error(fmt::format("{}: truncated gzip file (no complete trailer)", path));
+  if (left != 0)
+    return Status::error(fmt::format("{}: {} unexpected bytes after the gzip stream", path, left));
+  return out;
+}
+
+Result<Dataset> load(const std::string& spec, const LoadOptions& opts) {
+  const auto colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon);
+  const std::string dir = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  Result<Dataset> d = Status::error("unset");
+  if (kind == "synthetic") {
+    DK_CHECK(opts.synthetic_item.rank() == 3, "synthetic data needs an item shape");
+    const int64_t n = opts.limit > 0 ? opts.limit : opts.synthetic_count;
+    Dataset s;
+    s.name = "synthetic";
+    std::vector<int64_t> dims{n};
+    for (int64_t v : opts.synthetic_item.dims()) dims.push_back(v);
+    s.images = Tensor(Shape(std::span<const int64_t>(dims)));
+    std::mt19937_64 rng(opts.seed);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    for (int64_t i = 0; i < s.images.numel(); ++i) s.images[i] = u(rng);
+    return s;
+  } else if (kind == "fashion-mnist") {
+    d = fashion_mnist(dir.empty() ? "/usr/share/datasets/fashion-mnist" : dir, opts.split);
+  } else if (kind == "cifar10" || kind == "cifar100") {
+    if (dir.empty()) return Status::error(kind + " needs a directory: " + kind + ":DIR");
+    d = cifar(dir, kind == "cifar10" ? 10 : 100, opts.split);
+  } else if (kind == "imagefolder") {
+    return Status::error("imagefolder data is not supported yet");
+  } else {
+    return Status::error(fmt::format(
+        "unknown data '{}' (synthetic, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR)", spec));
+  }
+  if (!d.ok() || opts.limit <= 0 || opts.limit >= d.value().images.shape()[0]) return d;
+  Dataset& full = d.value();
+  Dataset cut;
+  cut.name = full.name;
+  cut.classes = full.classes;
+  cut.images = Tensor(full.images.shape().with_batch(opts.limit), full.images.items(0, opts.limit));
+  cut.labels.assign(full.labels.begin(), full.labels.begin() + opts.limit);
+  return cut;
+}
+
+Status normalize(Dataset& d, const std::string& spec) {
+  const auto colon = spec.find(':');
+  if (colon == std::string::npos)
+    return Status::error("--normalize takes MEAN[,MEAN..]:STD[,STD..]");
+  auto parse = [](const std::string& s, std::vector<float>& out) {
+    std::stringstream ss(s);
+    std::string tok;
+    while (std::getline(ss, tok, ',')) {
+      try {
+        size_t used = 0;
+        out.push_back(std::stof(tok, &used));
+        if (used != tok.size()) return false;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }
+    return !out.empty();
+  };
+  std::vector<float> mean, std;
+  if (!parse(spec.substr(0, colon), mean) || !parse(spec.substr(colon + 1), std))
+    return Status::error(fmt::format("--normalize '{}': not MEAN[,MEAN..]:STD[,STD..]", spec));
+  const int64_t c = d.images.shape()[1], inner = d.images.shape().item_numel() / c;
+  for (auto* v : {&mean, &std})
+    if (v->size() != 1 && static_cast<int64_t>(v->size()) != c)
+      return Status::error(fmt::format("--normalize: {} values for {} channels", v->size(), c));
+  for (float s : std)
+    if (!(s > 0)) return Status::error("--normalize: standard deviations must be positive");
+  const int64_t n = d.images.shape()[0];
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < c; ++k) {
+      const float m = mean.size() == 1 ? mean[0] : mean[static_cast<size_t>(k)];
+      const float s = std.size() == 1 ? std[0] : std[static_cast<size_t>(k)];
+      float* p = d.images.data() + (i * c + k) * inner;
+      for (int64_t j = 0; j < inner; ++j) p[j] = (p[j] - m) / s;
+    }
+  return {};
+}
+
+}  // namespace darknight::data

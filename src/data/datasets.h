@@ -1,0 +1,40 @@
+// Datasets: Fashion-MNIST (IDX, gzip read in place), CIFAR-10/100 (binary), synthetic.
+// Files are untrusted input: every file is validated whole before any example is used.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "protocol/error.h"
+#include "protocol/tensor.h"
+
+namespace darknight::data {
+
+enum class Split { train, test };
+
+struct Dataset {
+  std::string name;
+  Tensor images;            ///< [N, C, H, W], pixels in [0, 1] (then normalised if asked)
+  std::vector<int> labels;  ///< empty when the data has none (synthetic)
+  int classes = 0;
+};
+
+struct LoadOptions {
+  Split split = Split::test;
+  int64_t limit = 0;     ///< keep the first N examples (0: all)
+  Shape synthetic_item;  ///< item shape of synthetic data ([C, H, W])
+  int64_t synthetic_count = 64;
+  uint64_t seed = 1;
+};
+
+/// Loads "synthetic", "fashion-mnist[:DIR]", "cifar10:DIR" or "cifar100:DIR".
+Result<Dataset> load(const std::string& spec, const LoadOptions& opts);
+
+/// Parses "MEAN[,MEAN..]:STD[,STD..]" and normalises each channel: (x - mean) / std.
+/// One value applies to every channel.
+Status normalize(Dataset& d, const std::string& spec);
+
+/// Decompresses a whole gzip file, verifying its CRC and length (zlib).
+Result<std::vector<unsigned char>> read_gzip(const std::string& path);
+
+}  // namespace darknight::data

@@ -1,0 +1,96 @@
+// DarKnight's inference codec (paper section 3.1): mixes each virtual batch of K inputs
+// and one fresh noise vector with a secret (K+1)x(K+1) matrix A, and decodes the
+// accelerator's outputs with A^-1, dropping the noise column.
+//
+//   mixtures   xbar_j = sum_{i<K} A[j,i] x_i + A[j,K] r          (j = 0..K)
+//   accelerator ybar_j = W xbar_j = sum_i A[j,i] (W x_i) + A[j,K] (W r)
+//   decode      W x_i  = sum_j (A^-1)[i,j] ybar_j                 (i = 0..K-1)
+//
+// A and r are drawn fresh for every virtual batch and every layer (reusing either breaks
+// the scheme; see docs/SECURITY.md). Mixing and decoding accumulate in f64 whatever the
+// mixtures' element type, so the only rounding left is that of the mixtures themselves
+// and of the accelerator's arithmetic.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "protocol/blinded.h"
+#include "protocol/tensor.h"
+#include "trusted/random.h"
+
+namespace darknight::trusted {
+
+struct NoiseSpec {
+  double mean = 0.0;
+  double std = 100.0;  ///< default: see docs/SECURITY.md "Noise default"
+};
+
+struct CodecOptions {
+  int k = 4;  ///< inputs per virtual batch, 1..16
+  NoiseSpec noise;
+  double mixing_scale = 1.0;  ///< A = scale * Q with Q a random orthogonal matrix
+  DType precision = DType::f32;
+  void validate() const;
+};
+
+/// The secret coefficients of one virtual batch at one layer. Wiped when destroyed.
+class Mixing {
+ public:
+  /// A = scale * Q, Q Haar-distributed orthogonal (QR of a Gaussian matrix with the signs
+  /// of R's diagonal moved into Q), so cond(A) = 1.
+  static Mixing draw(int k, double scale, Csprng& rng);
+  /// For tests: a given (k+1)x(k+1) row-major matrix. Throws Error when it is singular.
+  static Mixing from_matrix(int k, std::vector<double> a);
+
+  Mixing(Mixing&&) noexcept = default;
+  Mixing& operator=(Mixing&&) noexcept = default;
+  ~Mixing();
+
+  int k() const { return k_; }
+  int n() const { return k_ + 1; }
+  double a(int j, int i) const { return a_[static_cast<size_t>(j * n() + i)]; }
+  double inv(int i, int j) const { return inv_[static_cast<size_t>(i * n() + j)]; }
+  double condition_number() const { return cond_; }
+
+ private:
+  Mixing(int k, std::vector<double> a);
+  int k_ = 0;
+  double cond_ = 0;
+  std::vector<double> a_, inv_;
+};
+
+/// Sizes of the virtual batches of a chunk of `items` inputs: K each, the last one smaller
+/// when K does not divide `items` (it is then mixed with a smaller, fresh matrix).
+std::vector<int> split_virtual_batches(int64_t items, int k);
+/// Mixtures sent for those virtual batches: sum of (k_v + 1).
+int64_t mixture_count(const std::vector<int>& sizes);
+
+/// A per-element transform applied to each decoded output row while it is hot in cache:
+/// fn(row, begin, end) for the element range [begin, end) of one item.
+using RowEpilogue = std::function<void(float* row, int64_t begin, int64_t end)>;
+
+class Encoder {
+ public:
+  Encoder(const CodecOptions& opts, Csprng& rng);
+
+  const CodecOptions& options() const { return opts_; }
+
+  /// Mixes the items of `src` ([m, ...], f32 plaintext) in virtual batches of K, drawing a
+  /// fresh A and noise vector for each; appends their coefficients to `secrets`.
+  /// Returns [sum(k_v + 1), ...] mixtures, virtual batch after virtual batch.
+  template <typename T>
+  BlindedT<T> encode(const Tensor& src, std::vector<Mixing>& secrets);
+
+  /// Decodes the accelerator's outputs `mixed` ([sum(k_v + 1), ...]) into `dst`
+  /// ([m, ...] f32, same item shape), applying `epilogue` to each row when given.
+  template <typename T>
+  static void decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
+                     const RowEpilogue& epilogue = {});
+
+ private:
+  CodecOptions opts_;
+  Csprng& rng_;
+};
+
+}  // namespace darknight::trusted

@@ -1,0 +1,141 @@
+// Dataset loaders: real Fashion-MNIST, and damaged files refused whole.
+#include "data/datasets.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace darknight::data {
+namespace {
+namespace fs = std::filesystem;
+
+const char* kFmnist = "/usr/share/datasets/fashion-mnist";
+
+TEST(FashionMnist, TestSplitLoadsWhole) {
+  if (!fs::exists(kFmnist)) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  LoadOptions o;
+  o.limit = 100;
+  Dataset d = load("fashion-mnist", o).value();
+  EXPECT_EQ(d.images.shape(), (Shape{100, 1, 28, 28}));
+  ASSERT_EQ(d.labels.size(), 100u);
+  EXPECT_EQ(d.labels[0], 9);  // the first t10k label (ankle boot)
+  float lo = 1, hi = 0;
+  for (int64_t i = 0; i < d.images.numel(); ++i)
+    lo = std::min(lo, d.images[i]), hi = std::max(hi, d.images[i]);
+  EXPECT_EQ(lo, 0.0f);
+  EXPECT_EQ(hi, 1.0f);
+}
+
+/// Writes a gzip file of `bytes` (optionally cut short).
+void write_gz(const fs::path& p, const std::vector<unsigned char>& bytes, size_t cut = 0) {
+  std::string out(compressBound(bytes.size()) + 64, '\0');
+  z_stream z{};
+  deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  z.next_in = const_cast<unsigned char*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<unsigned char*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out - cut);
+  deflateEnd(&z);
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << out;
+}
+
+std::vector<unsigned char> idx(uint32_t magic, std::vector<uint32_t> dims, size_t payload) {
+  std::vector<unsigned char> b;
+  for (uint32_t v : std::vector<uint32_t>{magic}) dims.insert(dims.begin(), v);
+  for (uint32_t v : dims)
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<unsigned char>(v >> s));
+  b.resize(b.size() + payload, 3);
+  return b;
+}
+
+class Damaged : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / "dk_fmnist_test";
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x803, {5, 28, 28}, 5 * 784));
+    write_gz(dir_ / "t10k-labels-idx1-ubyte.gz", idx(0x801, {5}, 5));
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string spec() const { return "fashion-mnist:" + dir_.string(); }
+  fs::path dir_;
+};
+
+TEST_F(Damaged, GoodFilesLoad) {
+  LoadOptions o;
+  EXPECT_TRUE(load(spec(), o).ok());
+}
+
+TEST_F(Damaged, TruncatedGzipIsRefusedWhateverTheLimit) {
+  write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x803, {5, 28, 28}, 5 * 784), 6);
+  LoadOptions o;
+  o.limit = 1;
+  auto r = load(spec(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("truncated"), std::string::npos) << r.status().message();
+}
+
+TEST_F(Damaged, CorruptCrcIsRefused) {
+  const fs::path p = dir_ / "t10k-labels-idx1-ubyte.gz";
+  std::ifstream in(p, std::ios::binary);
+  std::string b((std::istreambuf_iterator<char>(in)), {});
+  in.close();
+  b[b.size() - 6] ^= 0x55;  // inside the CRC-32 of the trailer
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << b;
+  auto r = load(spec(), LoadOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("CRC"), std::string::npos) << r.status().message();
+}
+
+TEST_F(Damaged, HeaderPayloadAndCountMismatchesAreRefused) {
+  write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x803, {6, 28, 28}, 5 * 784));
+  EXPECT_NE(load(spec(), LoadOptions{}).status().message().find("header says 6"),
+            std::string::npos);
+  write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x803, {4, 28, 28}, 4 * 784));
+  EXPECT_NE(load(spec(), LoadOptions{}).status().message().find("4 images but 5 labels"),
+            std::string::npos);
+  write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x802, {5, 28, 28}, 5 * 784));
+  EXPECT_NE(load(spec(), LoadOptions{}).status().message().find("magic"), std::string::npos);
+  auto labels = idx(0x801, {5}, 5);
+  labels.back() = 10;
+  write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x803, {5, 28, 28}, 5 * 784));
+  write_gz(dir_ / "t10k-labels-idx1-ubyte.gz", labels);
+  EXPECT_NE(load(spec(), LoadOptions{}).status().message().find("not in 0..9"), std::string::npos);
+}
+
+TEST(Cifar, RecordsValidatedWhole) {
+  const fs::path dir = fs::temp_directory_path() / "dk_cifar_test";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "cifar-10-batches-bin");
+  std::string rec(3073, '\x10');
+  rec[0] = 7;
+  std::ofstream(dir / "cifar-10-batches-bin" / "test_batch.bin", std::ios::binary) << rec << rec;
+  Dataset d = load("cifar10:" + dir.string(), LoadOptions{}).value();
+  EXPECT_EQ(d.images.shape(), (Shape{2, 3, 32, 32}));
+  EXPECT_EQ(d.labels, (std::vector<int>{7, 7}));
+  std::ofstream(dir / "cifar-10-batches-bin" / "test_batch.bin", std::ios::binary) << rec << "x";
+  EXPECT_FALSE(load("cifar10:" + dir.string(), LoadOptions{}).ok());
+  fs::remove_all(dir);
+  EXPECT_FALSE(load("cifar10", LoadOptions{}).ok());
+  EXPECT_FALSE(load("mnist", LoadOptions{}).ok());
+}
+
+TEST(Normalize, PerChannelAndErrors) {
+  Dataset d;
+  d.images = Tensor(Shape{1, 2, 1, 2}, std::vector<float>{1, 1, 1, 1});
+  ASSERT_TRUE(normalize(d, "0.5,0:0.5,2").ok());
+  EXPECT_FLOAT_EQ(d.images[0], 1.0f);
+  EXPECT_FLOAT_EQ(d.images[2], 0.5f);
+  EXPECT_FALSE(normalize(d, "0.5").ok());
+  EXPECT_FALSE(normalize(d, "1,2,3:1").ok());
+  EXPECT_FALSE(normalize(d, "a:1").ok());
+  EXPECT_FALSE(normalize(d, "0:0").ok());
+}
+
+}  // namespace
+}  // namespace darknight::data
