@@ -27,8 +27,8 @@ test:
 demo:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
-	$(BUILD_DIR)/darknight backends
-	$(BUILD_DIR)/darknight conformance --backend ref cpu
+	$(BUILD_DIR)/darknight infer --model vgg16 --input-size 32 --data synthetic --limit 64 \
+	  --mode darknight --virtual-batch 4 --compare-plain --report $(BUILD_DIR)/demo-report.json
 
 # The test suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan:

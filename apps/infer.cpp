@@ -85,7 +85,8 @@ Run run_mode(const InferOptions& o, const std::string& mode, const Tensor& image
     co.precision = o.precision == "f64" ? DType::f64 : DType::f32;
     rng =
         o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
-    engine = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng);
+    const int64_t pool = o.precompute == "0" ? 0 : parse_bytes(o.precompute);
+    engine = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng, pool);
   } else if (mode == "plain") {
     engine = std::make_unique<baselines::PlainEngine>(*accel);
     ro.enforce_budget = false;
@@ -205,6 +206,10 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
   c->add_option("--trusted-threads", o.trusted_threads,
                 "Threads of the trusted side (0: all cores; tee always uses 1)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--precompute", o.precompute,
+                "Draw coefficients and noise ahead on a background thread, holding up to this "
+                "many bytes (counted in the enclave budget); 0: draw when needed")
       ->capture_default_str();
   c->add_option("--warmup", o.warmup, "Untimed batches before the timed run")
       ->check(CLI::NonNegativeNumber)

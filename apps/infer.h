@@ -29,6 +29,7 @@ struct InferOptions {
   std::string normalize;
   int trusted_threads = 0;
   int warmup = 0;
+  std::string precompute = "0";
 };
 
 /// Registers the subcommand's options on `app`.

@@ -1,5 +1,7 @@
 #include "trusted/codec.h"
 
+#include "trusted/secrets.h"
+
 #include <sodium.h>
 
 #include <Eigen/Dense>
@@ -68,25 +70,36 @@ int64_t mixture_count(const std::vector<int>& sizes) {
   return n;
 }
 
-Encoder::Encoder(const CodecOptions& opts, Csprng& rng) : opts_(opts), rng_(rng) {
+Encoder::Encoder(const CodecOptions& opts, Csprng& rng)
+    : opts_(opts),
+      owned_(std::make_unique<DirectSource>(rng, opts.noise, opts.mixing_scale)),
+      source_(owned_.get()) {
   opts_.validate();
 }
+
+Encoder::Encoder(const CodecOptions& opts, SecretSource& secrets) : opts_(opts), source_(&secrets) {
+  opts_.validate();
+}
+
+Encoder::~Encoder() = default;
 
 template <typename T>
 BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
   const int64_t m = src.shape()[0], s = src.shape().item_numel();
   const std::vector<int> sizes = split_virtual_batches(m, opts_.k);
   TensorT<T> out(src.shape().with_batch(mixture_count(sizes)));
-  TensorT<T> noise(Shape{s});
-  noise.set_wipe_on_free();
   int64_t item = 0, mix = 0;
   for (int kv : sizes) {
-    secrets.push_back(Mixing::draw(kv, opts_.mixing_scale, rng_));
+    Draw draw = source_->next(kv, s, dtype_of<T>());
+    secrets.push_back(std::move(draw.mixing));
     const Mixing& a = secrets.back();
-    rng_.gaussian(noise.data(), s, opts_.noise.mean, opts_.noise.std);
     const float* x = src.data() + item * s;
     T* xbar = out.data() + mix * s;
-    const T* r = noise.data();
+    const T* r;
+    if constexpr (std::is_same_v<T, float>)
+      r = draw.noise32.data();
+    else
+      r = draw.noise64.data();
     const int n = kv + 1;
 #pragma omp parallel
     {

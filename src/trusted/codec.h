@@ -13,6 +13,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "protocol/blinded.h"
@@ -43,6 +44,7 @@ class Mixing {
   /// For tests: a given (k+1)x(k+1) row-major matrix. Throws Error when it is singular.
   static Mixing from_matrix(int k, std::vector<double> a);
 
+  Mixing() = default;
   Mixing(Mixing&&) noexcept = default;
   Mixing& operator=(Mixing&&) noexcept = default;
   ~Mixing();
@@ -70,9 +72,16 @@ int64_t mixture_count(const std::vector<int>& sizes);
 /// fn(row, begin, end) for the element range [begin, end) of one item.
 using RowEpilogue = std::function<void(float* row, int64_t begin, int64_t end)>;
 
+class SecretSource;
+class DirectSource;
+
 class Encoder {
  public:
+  /// Draws coefficients and noise from `rng` when needed.
   Encoder(const CodecOptions& opts, Csprng& rng);
+  /// Takes them from `secrets` (e.g. precomputed), which must outlive the encoder.
+  Encoder(const CodecOptions& opts, SecretSource& secrets);
+  ~Encoder();
 
   const CodecOptions& options() const { return opts_; }
 
@@ -90,7 +99,8 @@ class Encoder {
 
  private:
   CodecOptions opts_;
-  Csprng& rng_;
+  std::unique_ptr<DirectSource> owned_;
+  SecretSource* source_;
 };
 
 }  // namespace darknight::trusted

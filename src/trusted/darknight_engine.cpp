@@ -9,8 +9,30 @@ double now() {
 }
 }  // namespace
 
-DarKnightEngine::DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng)
-    : be_(backend), encoder_(opts, rng) {}
+DarKnightEngine::DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
+                                 int64_t precompute_bytes)
+    : be_(backend),
+      pool_(precompute_bytes > 0 ? std::make_unique<PooledSource>(
+                                       rng, opts.noise, opts.mixing_scale, precompute_bytes)
+                                 : nullptr),
+      encoder_(pool_ ? Encoder(opts, *pool_) : Encoder(opts, rng)) {}
+
+DarKnightEngine::~DarKnightEngine() = default;
+
+int64_t DarKnightEngine::resident_bytes() const {
+  return pool_ ? pool_->capacity() : 0;
+}
+
+void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
+  if (!pool_) return;
+  const int k = encoder_.options().k;
+  for (const nn::Node& n : g.nodes()) {
+    if (!n.is_linear()) continue;
+    const int64_t in = g.node(n.inputs[0]).shape.numel();
+    for (int kv : split_virtual_batches(items, k))
+      pool_->announce(kv, in, encoder_.options().precision);
+  }
+}
 
 void DarKnightEngine::load(nn::Graph& g) {
   // The weights go to the accelerator; the trusted side keeps none of them.

@@ -8,19 +8,26 @@
 #include "accel/backend.h"
 #include "trusted/codec.h"
 #include "trusted/runtime.h"
+#include "trusted/secrets.h"
 
 namespace darknight::trusted {
 
 class DarKnightEngine final : public LinearEngine {
  public:
-  /// `backend` is the untrusted accelerator; `rng` the trusted generator.
-  DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng);
+  /// `backend` is the untrusted accelerator; `rng` the trusted generator. With
+  /// `precompute_bytes` > 0 the secrets are drawn ahead on a background thread, holding at
+  /// most that many bytes of noise.
+  DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
+                  int64_t precompute_bytes = 0);
+  ~DarKnightEngine() override;
 
   std::string name() const override { return "darknight"; }
   void load(nn::Graph& g) override;
   int granularity() const override { return encoder_.options().k; }
   int64_t scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
                         int k) const override;
+  int64_t resident_bytes() const override;
+  void begin_pass(const nn::Graph& g, int64_t items) override;
   Tensor forward(const nn::Node& node, const Tensor& src, RunStats& stats) override;
 
  private:
@@ -29,6 +36,7 @@ class DarKnightEngine final : public LinearEngine {
   accel::Buffer& buffer(const Shape& shape, int slot);
 
   accel::Backend& be_;
+  std::unique_ptr<PooledSource> pool_;
   Encoder encoder_;
   std::vector<accel::WeightsPtr> weights_;
   std::map<std::pair<std::string, int>, accel::BufferPtr> buffers_;

@@ -105,6 +105,7 @@ Tensor Runtime::infer(const Tensor& batch) {
   Tensor result(batched(b, graph_.output_shape()));
   for (int64_t start = 0; start < b; start += chunk) {
     const int64_t m = std::min(chunk, b - start);
+    engine_.begin_pass(graph_, m);
     std::vector<Tensor> values(nodes.size());
     values[0] = Tensor(batched(m, graph_.input_shape()), batch.items(start, m));
     values[0].set_wipe_on_free();

@@ -44,6 +44,8 @@ class LinearEngine {
                                 int k) const = 0;
   /// Trusted bytes held for the engine's lifetime (tee: the weights).
   virtual int64_t resident_bytes() const { return 0; }
+  /// Called before each pass through the network with `items` inputs.
+  virtual void begin_pass(const nn::Graph&, int64_t /*items*/) {}
   /// epilogue(W x) for every item x of src: [m, in...] -> [m, out...].
   virtual Tensor forward(const nn::Node& node, const Tensor& src, RunStats& stats) = 0;
 };

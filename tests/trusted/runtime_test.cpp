@@ -35,10 +35,11 @@ struct DkRun {
   int64_t chunk;
 };
 
-DkRun run_darknight(nn::Graph g, const Tensor& x, CodecOptions co, int64_t budget = 128 << 20) {
+DkRun run_darknight(nn::Graph g, const Tensor& x, CodecOptions co, int64_t budget = 128 << 20,
+                    int64_t precompute = 0) {
   auto be = accel::make_backend("cpu");
   Csprng rng(7);
-  DarKnightEngine engine(*be, co, rng);
+  DarKnightEngine engine(*be, co, rng, precompute);
   RuntimeOptions ro;
   ro.memory_budget = budget;
   Runtime rt(std::move(g), engine, ro);
@@ -134,6 +135,20 @@ TEST(Runtime, RefusesUpFrontNamingTheLayerAndTheKThatFits) {
     EXPECT_NE(msg.find("would fit"), std::string::npos) << msg;
   }
   EXPECT_EQ(rt.stats().images, 0);
+}
+
+// Precomputed secrets are the same draws in the same order: identical results, and the
+// pool's capacity counts in the trusted memory.
+TEST(Runtime, PrecomputedSecretsGiveIdenticalResults) {
+  const Tensor x = random_tensor(Shape{10, 3, 32, 32}, 5, 0, 1);
+  CodecOptions co;
+  const DkRun direct = run_darknight(model("mobilenet"), x, co);
+  const DkRun pooled = run_darknight(model("mobilenet"), x, co, 128 << 20, 1 << 20);
+  for (int64_t i = 0; i < direct.out.numel(); ++i) ASSERT_EQ(direct.out[i], pooled.out[i]) << i;
+  EXPECT_GT(pooled.stats.peak_trusted_bytes, direct.stats.peak_trusted_bytes);
+  // A pool too small for even one noise vector still works (it holds one at a time).
+  const DkRun tiny = run_darknight(model("mobilenet"), x, co, 128 << 20, 16);
+  for (int64_t i = 0; i < direct.out.numel(); ++i) ASSERT_EQ(direct.out[i], tiny.out[i]) << i;
 }
 
 TEST(Runtime, TeeHoldsTheWeightsAndReportsThem) {
