@@ -68,9 +68,9 @@ struct Run {
 };
 
 /// Runs `images` through a runtime in batches of o.batch, after o.warmup untimed batches.
-Run run_mode(const InferOptions& o, const std::string& mode, const Tensor& images,
-             const std::function<void(int, int64_t, const Tensor&)>& probe, bool show_progress) {
-  nn::Graph g = make_model(o);
+Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const Tensor& images,
+             const std::function<void(int, int64_t, const Tensor&)>& probe, bool show_progress,
+             std::vector<std::string>* layer_names = nullptr) {
   auto accel = accel::make_backend(o.accelerator);
   std::unique_ptr<trusted::Csprng> rng;
   std::unique_ptr<trusted::LinearEngine> engine;
@@ -97,6 +97,8 @@ Run run_mode(const InferOptions& o, const std::string& mode, const Tensor& image
   }
   ro.probe = probe;
   trusted::Runtime rt(std::move(g), *engine, ro);
+  if (layer_names)
+    for (const auto& node : rt.graph().nodes()) layer_names->push_back(node.name);
   const int64_t n = images.shape()[0], b = std::min(o.batch, n);
   Run r;
   r.chunk = rt.plan(b);
@@ -223,7 +225,7 @@ int run_infer(const InferOptions& o) {
                  "darknight: warning: --seed makes the blinding coefficients and noise "
                  "reproducible; anyone who knows the seed can unblind. Use it for tests only.\n");
   // Data, in the model's input shape.
-  const nn::Graph probe_model = make_model(o);
+  const nn::Graph probe_model = make_model(o);  // each run takes a copy of its weights
   data::LoadOptions lo;
   lo.limit = o.limit;
   lo.synthetic_item = probe_model.input_shape();
@@ -244,7 +246,7 @@ int run_infer(const InferOptions& o) {
   Run plain;
   if (o.compare_plain && o.mode != "plain") {
     plain = run_mode(
-        o, "plain", ds.images,
+        o, "plain", probe_model.clone(), ds.images,
         [&](int node, int64_t first, const Tensor& v) {
           if (first > 0) return;
           const int64_t m = std::min(probe_images, v.shape()[0]);
@@ -253,14 +255,9 @@ int run_infer(const InferOptions& o) {
         false);
   }
   std::map<int, double> layer_error;
-  std::map<int, std::string> layer_name;
-  const nn::Graph fused = [&] {
-    nn::Graph g = make_model(o);
-    g.fuse();
-    return g;
-  }();
+  std::vector<std::string> names;
   Run run = run_mode(
-      o, o.mode, ds.images,
+      o, o.mode, probe_model.clone(), ds.images,
       [&](int node, int64_t first, const Tensor& v) {
         auto it = reference_layers.find(node);
         if (first > 0 || it == reference_layers.end()) return;
@@ -276,9 +273,8 @@ int run_infer(const InferOptions& o) {
           worst = std::max(worst, mag > 0 ? diff / mag : diff);
         }
         layer_error[node] = worst;
-        layer_name[node] = fused.node(node).name;
       },
-      true);
+      true, &names);
   if (o.compare_plain && o.mode == "plain") plain.outputs = run.outputs.clone();
 
   // Results.
@@ -330,10 +326,15 @@ int run_infer(const InferOptions& o) {
       worst = std::max(worst, mag > 0 ? diff / mag : diff);
     }
     rep["top1_agreement_vs_plain"] = double(agree) / double(n);
+    if (o.mode != "plain") {
+      rep["plain_seconds"] = plain.seconds;
+      rep["time_ratio_vs_plain"] = run.seconds / plain.seconds;
+    }
     rep["max_rel_error_vs_plain"] = worst;
     json layers = json::array();
     for (const auto& [node, err] : layer_error)
-      layers.push_back({{"layer", layer_name[node]}, {"max_rel_error_vs_plain", err}});
+      layers.push_back(
+          {{"layer", names[static_cast<size_t>(node)]}, {"max_rel_error_vs_plain", err}});
     rep["layers"] = layers;
     rep["layer_error_images"] = probe_images;
   }
@@ -349,6 +350,9 @@ int run_infer(const InferOptions& o) {
     std::printf("  vs plain: top-1 agreement %.4f, max relative error %.3e\n",
                 rep["top1_agreement_vs_plain"].get<double>(),
                 rep["max_rel_error_vs_plain"].get<double>());
+    if (rep.contains("plain_seconds"))
+      std::printf("  plain took %.3f s: %s/plain time %.2f\n", plain.seconds, o.mode.c_str(),
+                  rep["time_ratio_vs_plain"].get<double>());
     for (const auto& l : rep["layers"])
       std::printf("    %-32s max relative error %.3e\n", l["layer"].get<std::string>().c_str(),
                   l["max_rel_error_vs_plain"].get<double>());

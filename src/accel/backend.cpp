@@ -77,6 +77,19 @@ void Backend::check_transfer(const Buffer& b, const Shape& host_shape, DType hos
            dtype_name(host_dtype), host_shape.str());
 }
 
+void Backend::check_range(const Buffer& b, DType host_dtype, int64_t host_numel,
+                          int64_t host_offset, int64_t count, int64_t buffer_offset,
+                          const char* op) const {
+  check_owned(b, op);
+  DK_CHECK(b.dtype() == host_dtype, "{}: buffer is {}, host tensor is {}", op,
+           dtype_name(b.dtype()), dtype_name(host_dtype));
+  DK_CHECK(count >= 0 && host_offset >= 0 && buffer_offset >= 0 &&
+               host_offset + count <= host_numel && buffer_offset + count <= b.shape().numel(),
+           "{}: range of {} elements at host offset {} / buffer offset {} is outside the host "
+           "tensor ({}) or the buffer ({})",
+           op, count, host_offset, buffer_offset, host_numel, b.shape().numel());
+}
+
 static void check_buffer(const Buffer& b, const Shape& want, DType dtype, const char* op,
                          const char* name) {
   DK_CHECK(b.shape() == want, "{}: {} is {}, expected {}", op, name, b.shape().str(), want.str());

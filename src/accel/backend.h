@@ -136,14 +136,34 @@ class Backend {
   void upload(const BlindedT<T>& src, Buffer& dst) {
     const MeterScope unmetered(nullptr);
     check_transfer(dst, src.shape(), dtype_of<T>(), "upload");
-    do_upload(src.data(), dst);
+    do_upload(src.data(), dst, 0, dst.bytes());
+  }
+  /// Copies elements [src_offset, src_offset + count) of `src` to elements
+  /// [dst_offset, dst_offset + count) of `dst` (flat, row-major indices).
+  template <typename T>
+  void upload(const BlindedT<T>& src, int64_t src_offset, int64_t count, Buffer& dst,
+              int64_t dst_offset) {
+    const MeterScope unmetered(nullptr);
+    check_range(dst, dtype_of<T>(), src.numel(), src_offset, count, dst_offset, "upload");
+    do_upload(src.data() + src_offset, dst, static_cast<size_t>(dst_offset) * sizeof(T),
+              static_cast<size_t>(count) * sizeof(T));
   }
   /// Copies `src` into host tensor `dst` (same shape and dtype); valid after wait().
   template <typename T>
   void download(const Buffer& src, TensorT<T>& dst) {
     const MeterScope unmetered(nullptr);
     check_transfer(src, dst.shape(), dtype_of<T>(), "download");
-    do_download(src, dst.data());
+    do_download(src, 0, src.bytes(), dst.data());
+  }
+  /// Copies elements [src_offset, src_offset + count) of `src` to elements
+  /// [dst_offset, dst_offset + count) of `dst`; valid after wait().
+  template <typename T>
+  void download(const Buffer& src, int64_t src_offset, int64_t count, TensorT<T>& dst,
+                int64_t dst_offset) {
+    const MeterScope unmetered(nullptr);
+    check_range(src, dtype_of<T>(), dst.numel(), dst_offset, count, src_offset, "download");
+    do_download(src, static_cast<size_t>(src_offset) * sizeof(T),
+                static_cast<size_t>(count) * sizeof(T), dst.data() + dst_offset);
   }
   /// Blocks until everything submitted so far has finished.
   virtual void wait() = 0;
@@ -176,8 +196,10 @@ class Backend {
 
  protected:
   virtual BufferPtr do_alloc(const Shape& shape, DType dtype) = 0;
-  virtual void do_upload(const void* src, Buffer& dst) = 0;
-  virtual void do_download(const Buffer& src, void* dst) = 0;
+  /// Copies `bytes` from host `src` to `dst` at byte `offset` (validated).
+  virtual void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) = 0;
+  /// Copies `bytes` of `src` from byte `offset` to host `dst` (validated).
+  virtual void do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) = 0;
   virtual WeightsPtr do_create_weights(const Tensor& weights) = 0;
   virtual Tensor do_read_weights(const Weights& w) = 0;
   virtual void do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) = 0;
@@ -204,6 +226,8 @@ class Backend {
   void check_owned(const Weights& w, const char* what) const;
   void check_transfer(const Buffer& b, const Shape& host_shape, DType host_dtype,
                       const char* op) const;
+  void check_range(const Buffer& b, DType host_dtype, int64_t host_numel, int64_t host_offset,
+                   int64_t count, int64_t buffer_offset, const char* op) const;
   int64_t check_backward_weights(const Shape& weight_shape, const Buffer& diff_weights,
                                  int64_t batch, DType dtype, const char* op) const;
 };

@@ -21,13 +21,12 @@ void PlainEngine::load(nn::Graph& g) {
   }
 }
 
-int64_t PlainEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
-                                   int) const {
-  // The copy handed to the accelerator, then the downloaded output.
-  return std::max(items * in_numel, items * node.shape.numel()) * 4;
+trusted::Scratch PlainEngine::scratch_bytes(const nn::Node&, int64_t in_numel, int64_t items,
+                                            int) const {
+  return {items * in_numel * 4, 0};  // the copy handed to the accelerator
 }
 
-Tensor PlainEngine::forward(const nn::Node& node, const Tensor& src, trusted::RunStats& stats) {
+Tensor PlainEngine::forward(const nn::Node& node, Tensor& src, bool, trusted::RunStats& stats) {
   const double t0 = now();
   auto buffer = [&](const Shape& s, int slot) -> accel::Buffer& {
     auto& b = buffers_[{s.str(), slot}];
@@ -52,7 +51,7 @@ Tensor PlainEngine::forward(const nn::Node& node, const Tensor& src, trusted::Ru
   }
   std::vector<int64_t> dims{in_shape[0]};
   for (int64_t d : node.shape.dims()) dims.push_back(d);
-  Tensor flat(out->shape());
+  Tensor flat = Tensor::uninitialized(out->shape());
   be_.download(*out, flat);
   be_.wait();
   stats.accelerator_calls += 1;

@@ -19,9 +19,10 @@ class PlainEngine : public trusted::LinearEngine {
   explicit PlainEngine(accel::Backend& backend) : be_(backend) {}
   std::string name() const override { return "plain"; }
   void load(nn::Graph& g) override;
-  int64_t scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
-                        int k) const override;
-  Tensor forward(const nn::Node& node, const Tensor& src, trusted::RunStats& stats) override;
+  trusted::Scratch scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+                                 int k) const override;
+  Tensor forward(const nn::Node& node, Tensor& src, bool consume,
+                 trusted::RunStats& stats) override;
 
  protected:
   accel::Backend& be_;

@@ -91,6 +91,26 @@ Graph::Graph(const Shape& item) {
   nodes_.push_back(std::move(in));
 }
 
+Graph Graph::clone() const {
+  Graph g(input_shape());
+  g.nodes_.clear();
+  for (const Node& n : nodes_) {
+    Node c;
+    c.op = n.op, c.name = n.name, c.inputs = n.inputs, c.shape = n.shape;
+    c.conv = n.conv, c.dense = n.dense, c.weights = n.weights;
+    c.epilogue.scale = n.epilogue.scale.clone(), c.epilogue.shift = n.epilogue.shift.clone();
+    c.epilogue.act = n.epilogue.act, c.epilogue.lo = n.epilogue.lo, c.epilogue.hi = n.epilogue.hi;
+    c.epilogue.inner = n.epilogue.inner;
+    c.pool = n.pool, c.pads = n.pads, c.pad_value = n.pad_value, c.lo = n.lo, c.hi = n.hi;
+    c.scale = n.scale.clone(), c.shift = n.shift.clone();
+    g.nodes_.push_back(std::move(c));
+  }
+  for (const Tensor& w : weights_) g.weights_.push_back(w.clone());
+  g.weight_shapes_ = weight_shapes_;
+  g.output_ = output_;
+  return g;
+}
+
 int Graph::add_weights(Tensor weights) {
   weight_shapes_.push_back(weights.shape());
   weights_.push_back(std::move(weights));

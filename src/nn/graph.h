@@ -80,6 +80,11 @@ class Graph {
   /// The input value (id 0); `item` is the shape of one input, e.g. [3, 224, 224].
   explicit Graph(const Shape& item);
 
+  Graph(Graph&&) noexcept = default;
+  Graph& operator=(Graph&&) noexcept = default;
+  /// A deep copy, weights included.
+  Graph clone() const;
+
   /// Appends a node, inferring and checking its output shape; returns its value id.
   /// Throws Error naming the node when its inputs do not fit.
   int add(Node node);

@@ -48,7 +48,7 @@ Tensor pool_impl(const Tensor& x, const PoolDesc& p, F&& reduce) {
   const Shape item{x.shape()[1], x.shape()[2], x.shape()[3]};
   const Shape o = p.dst_shape(item);
   const int64_t n = x.shape()[0], c = item[0], h = item[1], w = item[2], oh = o[1], ow = o[2];
-  Tensor y(Shape{n, c, oh, ow});
+  auto y = Tensor::uninitialized(Shape{n, c, oh, ow});
   const float* src = x.data();
   float* dst = y.data();
 #pragma omp parallel for collapse(2) schedule(static)
@@ -99,7 +99,7 @@ Tensor avg_pool(const Tensor& x, const PoolDesc& p) {
 
 Tensor global_avg_pool(const Tensor& x) {
   const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.shape()[2] * x.shape()[3];
-  Tensor y(Shape{n, c, 1, 1});
+  auto y = Tensor::uninitialized(Shape{n, c, 1, 1});
   const float* src = x.data();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n * c; ++i) {
@@ -113,7 +113,7 @@ Tensor global_avg_pool(const Tensor& x) {
 Tensor pad(const Tensor& x, const std::array<int64_t, 4>& p, float value) {
   const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3];
   const int64_t oh = h + p[0] + p[2], ow = w + p[1] + p[3];
-  Tensor y(Shape{n, c, oh, ow});
+  auto y = Tensor::uninitialized(Shape{n, c, oh, ow});
   y.fill(value);
   const float* src = x.data();
   float* dst = y.data();

@@ -96,6 +96,14 @@ class TensorT {
   explicit TensorT(const Shape& shape) : shape_(shape), data_(alloc(shape.numel())) {
     if (numel() > 0) std::memset(data(), 0, bytes());
   }
+  /// A tensor whose elements are left unset, for outputs that are about to be written
+  /// whole (saves a pass over memory).
+  static TensorT uninitialized(const Shape& shape) {
+    TensorT t;
+    t.shape_ = shape;
+    t.data_ = alloc(shape.numel());
+    return t;
+  }
   /// A tensor holding a copy of `values` (values.size() must equal shape.numel()).
   TensorT(const Shape& shape, std::span<const T> values)
       : shape_(shape), data_(alloc(shape.numel())) {
@@ -114,7 +122,7 @@ class TensorT {
   /// Element-wise conversion to another element type.
   template <typename U>
   TensorT<U> cast() const {
-    TensorT<U> out(shape_);
+    auto out = TensorT<U>::uninitialized(shape_);
     for (int64_t i = 0; i < numel(); ++i) out.data()[i] = static_cast<U>(data()[i]);
     return out;
   }

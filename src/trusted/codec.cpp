@@ -16,6 +16,7 @@ void CodecOptions::validate() const {
   DK_CHECK(k >= 1 && k <= 16, "virtual batch size K must be in 1..16, got {}", k);
   DK_CHECK(noise.std >= 0, "noise standard deviation must be >= 0, got {}", noise.std);
   DK_CHECK(mixing_scale > 0, "mixing scale must be > 0, got {}", mixing_scale);
+  DK_CHECK(stream_tile > 0, "stream tile must be positive, got {}", stream_tile);
 }
 
 Mixing::Mixing(int k, std::vector<double> a) : k_(k), a_(std::move(a)) {
@@ -83,95 +84,143 @@ Encoder::Encoder(const CodecOptions& opts, SecretSource& secrets) : opts_(opts),
 
 Encoder::~Encoder() = default;
 
+std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile) {
+  std::vector<int64_t> pieces;
+  for (int64_t e = 0; e < numel; e += tile) pieces.push_back(std::min(tile, numel - e));
+  return pieces;
+}
+
 template <typename T>
-BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
+void Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets, const MixtureSink<T>& sink) {
   const int64_t m = src.shape()[0], s = src.shape().item_numel();
-  const std::vector<int> sizes = split_virtual_batches(m, opts_.k);
-  TensorT<T> out(src.shape().with_batch(mixture_count(sizes)));
   int64_t item = 0, mix = 0;
-  for (int kv : sizes) {
-    Draw draw = source_->next(kv, s, dtype_of<T>());
-    secrets.push_back(std::move(draw.mixing));
+  for (int kv : split_virtual_batches(m, opts_.k)) {
+    secrets.push_back(source_->next_mixing(kv));
     const Mixing& a = secrets.back();
-    const float* x = src.data() + item * s;
-    T* xbar = out.data() + mix * s;
-    const T* r;
-    if constexpr (std::is_same_v<T, float>)
-      r = draw.noise32.data();
-    else
-      r = draw.noise64.data();
     const int n = kv + 1;
+    const float* x = src.data() + item * s;
+    int64_t e0 = 0;
+    for (int64_t len : stream_pieces(s, opts_.stream_tile)) {
+      auto noise = TensorT<T>::uninitialized(Shape{len});
+      source_->next_noise(noise);
+      auto rows = TensorT<T>::uninitialized(Shape{n, len});
+      const T* r = noise.data();
+      T* out = rows.data();
 #pragma omp parallel
-    {
-      double acc[kTile];
+      {
+        double acc[kTile];
 #pragma omp for schedule(static)
-      for (int64_t t0 = 0; t0 < s; t0 += kTile) {
-        const int64_t len = std::min(s, t0 + kTile) - t0;
-        for (int j = 0; j < n; ++j) {
-          const double ar = a.a(j, kv);
-          for (int64_t e = 0; e < len; ++e) acc[e] = ar * static_cast<double>(r[t0 + e]);
-          for (int i = 0; i < kv; ++i) {
-            const double aji = a.a(j, i);
-            const float* xi = x + i * s + t0;
-            for (int64_t e = 0; e < len; ++e) acc[e] += aji * static_cast<double>(xi[e]);
+        for (int64_t t0 = 0; t0 < len; t0 += kTile) {
+          const int64_t tl = std::min(len, t0 + kTile) - t0;
+          for (int j = 0; j < n; ++j) {
+            const double ar = a.a(j, kv);
+            for (int64_t e = 0; e < tl; ++e) acc[e] = ar * static_cast<double>(r[t0 + e]);
+            for (int i = 0; i < kv; ++i) {
+              const double aji = a.a(j, i);
+              const float* xi = x + i * s + e0 + t0;
+              for (int64_t e = 0; e < tl; ++e) acc[e] += aji * static_cast<double>(xi[e]);
+            }
+            T* o = out + j * len + t0;
+            for (int64_t e = 0; e < tl; ++e) o[e] = static_cast<T>(acc[e]);
           }
-          T* o = xbar + j * s + t0;
-          for (int64_t e = 0; e < len; ++e) o[e] = static_cast<T>(acc[e]);
         }
+        sodium_memzero(acc, sizeof acc);
       }
-      sodium_memzero(acc, sizeof acc);
+      sink(BlindedT<T>(BlindingKey{}, std::move(rows)), mix, e0);
+      e0 += len;
     }
     item += kv;
     mix += n;
   }
+}
+
+template <typename T>
+BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
+  const int64_t s = src.shape().item_numel();
+  TensorT<T> out(
+      src.shape().with_batch(mixture_count(split_virtual_batches(src.shape()[0], opts_.k))));
+  encode<T>(src, secrets, [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
+    const int64_t n = rows.shape()[0], len = rows.shape()[1];
+    for (int64_t r = 0; r < n; ++r)
+      std::copy(rows.data() + r * len, rows.data() + (r + 1) * len,
+                out.data() + (first + r) * s + e0);
+  });
   return BlindedT<T>(BlindingKey{}, std::move(out));
 }
 
 template <typename T>
-void Encoder::decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
-                     const RowEpilogue& epilogue) {
-  const int64_t s = mixed.shape().item_numel();
-  int64_t total_k = 0, total_mix = 0;
-  for (const Mixing& a : secrets) total_k += a.k(), total_mix += a.n();
-  DK_CHECK(mixed.shape()[0] == total_mix, "decode: {} mixtures for {} expected", mixed.shape()[0],
-           total_mix);
-  DK_CHECK(dst.shape()[0] == total_k && dst.shape().item_numel() == s,
-           "decode: destination {} for {} items of {} elements", dst.shape().str(), total_k, s);
+void Encoder::decode(const std::vector<Mixing>& secrets, Tensor& dst, const OutputFetch<T>& fetch,
+                     const RowEpilogue& epilogue) const {
+  const int64_t s = dst.shape().item_numel();
+  int64_t total_k = 0;
+  for (const Mixing& a : secrets) total_k += a.k();
+  DK_CHECK(dst.shape()[0] == total_k, "decode: destination {} for {} items", dst.shape().str(),
+           total_k);
   int64_t item = 0, mix = 0;
   for (const Mixing& a : secrets) {
     const int kv = a.k(), n = a.n();
-    const T* ybar = mixed.data() + mix * s;
     float* y = dst.data() + item * s;
+    int64_t e0 = 0;
+    for (int64_t len : stream_pieces(s, opts_.stream_tile)) {
+      auto rows = TensorT<T>::uninitialized(Shape{n, len});
+      fetch(rows, mix, e0);
+      const T* ybar = rows.data();
 #pragma omp parallel
-    {
-      double acc[kTile];
+      {
+        double acc[kTile];
 #pragma omp for schedule(static)
-      for (int64_t t0 = 0; t0 < s; t0 += kTile) {
-        const int64_t len = std::min(s, t0 + kTile) - t0;
-        for (int i = 0; i < kv; ++i) {
-          for (int64_t e = 0; e < len; ++e) acc[e] = 0.0;
-          for (int j = 0; j < n; ++j) {
-            const double bij = a.inv(i, j);
-            const T* yj = ybar + j * s + t0;
-            for (int64_t e = 0; e < len; ++e) acc[e] += bij * static_cast<double>(yj[e]);
+        for (int64_t t0 = 0; t0 < len; t0 += kTile) {
+          const int64_t tl = std::min(len, t0 + kTile) - t0;
+          for (int i = 0; i < kv; ++i) {
+            for (int64_t e = 0; e < tl; ++e) acc[e] = 0.0;
+            for (int j = 0; j < n; ++j) {
+              const double bij = a.inv(i, j);
+              const T* yj = ybar + j * len + t0;
+              for (int64_t e = 0; e < tl; ++e) acc[e] += bij * static_cast<double>(yj[e]);
+            }
+            float* o = y + i * s + e0 + t0;
+            for (int64_t e = 0; e < tl; ++e) o[e] = static_cast<float>(acc[e]);
+            if (epilogue) epilogue(y + i * s, e0 + t0, e0 + t0 + tl);
           }
-          float* o = y + i * s;
-          for (int64_t e = 0; e < len; ++e) o[t0 + e] = static_cast<float>(acc[e]);
-          if (epilogue) epilogue(o, t0, t0 + len);
         }
+        sodium_memzero(acc, sizeof acc);
       }
-      sodium_memzero(acc, sizeof acc);
+      e0 += len;
     }
     item += kv;
     mix += n;
   }
 }
 
-template BlindedT<float> Encoder::encode<float>(const Tensor&, std::vector<Mixing>&);
-template BlindedT<double> Encoder::encode<double>(const Tensor&, std::vector<Mixing>&);
-template void Encoder::decode<float>(const TensorT<float>&, const std::vector<Mixing>&, Tensor&,
-                                     const RowEpilogue&);
-template void Encoder::decode<double>(const TensorT<double>&, const std::vector<Mixing>&, Tensor&,
-                                      const RowEpilogue&);
+template <typename T>
+void Encoder::decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
+                     const RowEpilogue& epilogue) const {
+  const int64_t s = mixed.shape().item_numel();
+  int64_t total_mix = 0;
+  for (const Mixing& a : secrets) total_mix += a.n();
+  DK_CHECK(mixed.shape()[0] == total_mix, "decode: {} mixtures for {} expected", mixed.shape()[0],
+           total_mix);
+  DK_CHECK(dst.shape().item_numel() == s, "decode: destination {} for items of {} elements",
+           dst.shape().str(), s);
+  decode<T>(
+      secrets, dst,
+      [&](TensorT<T>& rows, int64_t first, int64_t e0) {
+        const int64_t n = rows.shape()[0], len = rows.shape()[1];
+        for (int64_t r = 0; r < n; ++r)
+          std::copy(mixed.data() + (first + r) * s + e0, mixed.data() + (first + r) * s + e0 + len,
+                    rows.data() + r * len);
+      },
+      epilogue);
+}
+
+#define DK_INSTANTIATE(T)                                                                       \
+  template void Encoder::encode<T>(const Tensor&, std::vector<Mixing>&, const MixtureSink<T>&); \
+  template BlindedT<T> Encoder::encode<T>(const Tensor&, std::vector<Mixing>&);                 \
+  template void Encoder::decode<T>(const std::vector<Mixing>&, Tensor&, const OutputFetch<T>&,  \
+                                   const RowEpilogue&) const;                                   \
+  template void Encoder::decode<T>(const TensorT<T>&, const std::vector<Mixing>&, Tensor&,      \
+                                   const RowEpilogue&) const;
+DK_INSTANTIATE(float)
+DK_INSTANTIATE(double)
 
 }  // namespace darknight::trusted

@@ -32,6 +32,9 @@ struct CodecOptions {
   NoiseSpec noise;
   double mixing_scale = 1.0;  ///< A = scale * Q with Q a random orthogonal matrix
   DType precision = DType::f32;
+  /// Elements per streamed piece: mixtures are made and decoded this many elements of each
+  /// item at a time, so the trusted side never holds a layer's whole set of mixtures.
+  int64_t stream_tile = int64_t{1} << 18;
   void validate() const;
 };
 
@@ -72,6 +75,17 @@ int64_t mixture_count(const std::vector<int>& sizes);
 /// fn(row, begin, end) for the element range [begin, end) of one item.
 using RowEpilogue = std::function<void(float* row, int64_t begin, int64_t end)>;
 
+/// Receives mixtures as they are made: `rows` is [n, len], elements [e0, e0 + len) of
+/// mixtures first .. first + n - 1.
+template <typename T>
+using MixtureSink = std::function<void(const BlindedT<T>& rows, int64_t first, int64_t e0)>;
+/// Fills `rows` ([n, len]) with elements [e0, e0 + len) of outputs first .. first + n - 1.
+template <typename T>
+using OutputFetch = std::function<void(TensorT<T>& rows, int64_t first, int64_t e0)>;
+
+/// Lengths of the pieces an item of `numel` elements is streamed in.
+std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile);
+
 class SecretSource;
 class DirectSource;
 
@@ -85,17 +99,24 @@ class Encoder {
 
   const CodecOptions& options() const { return opts_; }
 
-  /// Mixes the items of `src` ([m, ...], f32 plaintext) in virtual batches of K, drawing a
-  /// fresh A and noise vector for each; appends their coefficients to `secrets`.
-  /// Returns [sum(k_v + 1), ...] mixtures, virtual batch after virtual batch.
+  /// Mixes the items of `src` ([m, ...], f32 plaintext) in virtual batches of K, drawing
+  /// fresh coefficients (appended to `secrets`) and noise for each, and hands the
+  /// sum(k_v + 1) mixtures to `sink` piece by piece, virtual batch after virtual batch.
+  template <typename T>
+  void encode(const Tensor& src, std::vector<Mixing>& secrets, const MixtureSink<T>& sink);
+  /// The same, collecting every mixture into one tensor [sum(k_v + 1), ...].
   template <typename T>
   BlindedT<T> encode(const Tensor& src, std::vector<Mixing>& secrets);
 
-  /// Decodes the accelerator's outputs `mixed` ([sum(k_v + 1), ...]) into `dst`
-  /// ([m, ...] f32, same item shape), applying `epilogue` to each row when given.
+  /// Decodes the outputs of the mixtures into `dst` ([m, ...] f32, items of `numel`
+  /// elements), fetching them piece by piece and applying `epilogue` to each row.
   template <typename T>
-  static void decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
-                     const RowEpilogue& epilogue = {});
+  void decode(const std::vector<Mixing>& secrets, Tensor& dst, const OutputFetch<T>& fetch,
+              const RowEpilogue& epilogue = {}) const;
+  /// The same from one tensor holding every output [sum(k_v + 1), ...].
+  template <typename T>
+  void decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
+              const RowEpilogue& epilogue = {}) const;
 
  private:
   CodecOptions opts_;

@@ -25,12 +25,14 @@ int64_t DarKnightEngine::resident_bytes() const {
 
 void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
   if (!pool_) return;
-  const int k = encoder_.options().k;
+  const CodecOptions& o = encoder_.options();
   for (const nn::Node& n : g.nodes()) {
     if (!n.is_linear()) continue;
     const int64_t in = g.node(n.inputs[0]).shape.numel();
-    for (int kv : split_virtual_batches(items, k))
-      pool_->announce(kv, in, encoder_.options().precision);
+    for (int kv : split_virtual_batches(items, o.k)) {
+      pool_->announce_mixing(kv);
+      for (int64_t len : stream_pieces(in, o.stream_tile)) pool_->announce_noise(len, o.precision);
+    }
   }
 }
 
@@ -44,15 +46,16 @@ void DarKnightEngine::load(nn::Graph& g) {
   }
 }
 
-int64_t DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t,
                                        int k) const {
+  // One piece of K + 1 mixtures and its noise while encoding; one piece of K + 1 outputs
+  // while decoding (the other mixtures live on the accelerator), plus the codec threads'
+  // accumulators.
   const int64_t e = static_cast<int64_t>(dtype_size(encoder_.options().precision));
-  const int64_t mixtures = items + (items + k - 1) / k;
-  // Encoding holds the input mixtures and one noise vector; after the upload has completed
-  // they are freed and the output mixtures are downloaded.
-  const int64_t encode = (mixtures + 1) * in_numel * e;
-  const int64_t decode = mixtures * node.shape.numel() * e;
-  return std::max(encode, decode);
+  const int64_t tile = encoder_.options().stream_tile;
+  const int64_t acc = 64 * 2048 * 8;
+  return {(k + 2) * std::min(in_numel, tile) * e + acc,
+          (k + 1) * std::min(node.shape.numel(), tile) * e + acc};
 }
 
 accel::Buffer& DarKnightEngine::buffer(const Shape& shape, int slot) {
@@ -62,54 +65,78 @@ accel::Buffer& DarKnightEngine::buffer(const Shape& shape, int slot) {
 }
 
 template <typename T>
-Tensor DarKnightEngine::forward_t(const nn::Node& node, const Tensor& src, RunStats& stats) {
+Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consume,
+                                  RunStats& stats) {
   const int64_t m = src.shape()[0];
+  const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
+  accel::Buffer& in = buffer(src.shape().with_batch(mixtures), 0);
+  const int64_t s_in = src.shape().item_numel();
   std::vector<Mixing> secrets;
+  double transfer = 0;
+  // Encode and upload piece by piece: the accelerator gathers every mixture.
   double t0 = now();
-  Shape in_shape;
-  {
-    const BlindedT<T> mixtures = encoder_.encode<T>(src, secrets);
-    const double t1 = now();
-    stats.times.encode += t1 - t0;
-    t0 = t1;
-    in_shape = mixtures.shape();
-    be_.upload(mixtures, buffer(in_shape, 0));
-    be_.wait();  // the host copy of the mixtures may be freed only now
-    stats.bytes_to_accelerator += static_cast<int64_t>(mixtures.bytes());
-  }
-  accel::Buffer& in = buffer(in_shape, 0);
+  encoder_.encode<T>(src, secrets, [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
+    const double u0 = now();
+    const int64_t n = rows.shape()[0], len = rows.shape()[1];
+    if (len == s_in) {
+      be_.upload(rows, 0, n * len, in, first * s_in);
+    } else {
+      for (int64_t r = 0; r < n; ++r) be_.upload(rows, r * len, len, in, (first + r) * s_in + e0);
+    }
+    be_.wait();  // `rows` is freed when this returns
+    stats.bytes_to_accelerator += static_cast<int64_t>(rows.bytes());
+    transfer += now() - u0;
+  });
+  if (consume) src = Tensor();  // the plaintext input is no longer needed
+  double t1 = now();
+  stats.times.encode += t1 - t0 - transfer;
   const accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
   accel::Buffer* out;
   if (node.op == nn::Op::conv) {
-    out = &buffer(node.conv.dst_shape(in_shape), 1);
+    out = &buffer(node.conv.dst_shape(in.shape()), 1);
     be_.conv2d_forward(node.conv, in, w, *out);
   } else {
-    out = &buffer(node.dense.dst_shape(in_shape), 1);
+    out = &buffer(node.dense.dst_shape(in.shape()), 1);
     be_.dense_forward(node.dense, in, w, *out);
   }
-  TensorT<T> ybar(out->shape());
-  be_.download(*out, ybar);
   be_.wait();
   stats.accelerator_calls += 1;
-  stats.bytes_from_accelerator += static_cast<int64_t>(ybar.bytes());
-  const double t1 = now();
-  stats.times.accelerator += t1 - t0;
+  const double t2 = now();
+  stats.times.accelerator += t2 - t1 + transfer;
+  // Download and decode piece by piece, the epilogue fused in.
+  const int64_t s_out = node.shape.numel();
   std::vector<int64_t> dims{m};
   for (int64_t d : node.shape.dims()) dims.push_back(d);
-  Tensor dst{Shape(std::span<const int64_t>(dims))};
+  Tensor dst = Tensor::uninitialized(Shape(std::span<const int64_t>(dims)));
+  transfer = 0;
   const nn::Epilogue& epi = node.epilogue;
-  if (epi.empty())
-    Encoder::decode(ybar, secrets, dst);
-  else
-    Encoder::decode(ybar, secrets, dst,
-                    [&epi](float* row, int64_t b, int64_t e) { epi.apply(row, b, e); });
-  stats.times.decode += now() - t1;
+  encoder_.decode<T>(
+      secrets, dst,
+      [&](TensorT<T>& rows, int64_t first, int64_t e0) {
+        const double d0 = now();
+        const int64_t n = rows.shape()[0], len = rows.shape()[1];
+        if (len == s_out) {
+          be_.download(*out, first * s_out, n * len, rows, 0);
+        } else {
+          for (int64_t r = 0; r < n; ++r)
+            be_.download(*out, (first + r) * s_out + e0, len, rows, r * len);
+        }
+        be_.wait();
+        stats.bytes_from_accelerator += static_cast<int64_t>(rows.bytes());
+        transfer += now() - d0;
+      },
+      epi.empty() ? RowEpilogue{} : RowEpilogue([&epi](float* row, int64_t b, int64_t e) {
+        epi.apply(row, b, e);
+      }));
+  const double t3 = now();
+  stats.times.decode += t3 - t2 - transfer;
+  stats.times.accelerator += transfer;
   return dst;
 }
 
-Tensor DarKnightEngine::forward(const nn::Node& node, const Tensor& src, RunStats& stats) {
-  return encoder_.options().precision == DType::f32 ? forward_t<float>(node, src, stats)
-                                                    : forward_t<double>(node, src, stats);
+Tensor DarKnightEngine::forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) {
+  return encoder_.options().precision == DType::f32 ? forward_t<float>(node, src, consume, stats)
+                                                    : forward_t<double>(node, src, consume, stats);
 }
 
 }  // namespace darknight::trusted

@@ -24,15 +24,15 @@ class DarKnightEngine final : public LinearEngine {
   std::string name() const override { return "darknight"; }
   void load(nn::Graph& g) override;
   int granularity() const override { return encoder_.options().k; }
-  int64_t scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+  Scratch scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
                         int k) const override;
   int64_t resident_bytes() const override;
   void begin_pass(const nn::Graph& g, int64_t items) override;
-  Tensor forward(const nn::Node& node, const Tensor& src, RunStats& stats) override;
+  Tensor forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) override;
 
  private:
   template <typename T>
-  Tensor forward_t(const nn::Node& node, const Tensor& src, RunStats& stats);
+  Tensor forward_t(const nn::Node& node, Tensor& src, bool consume, RunStats& stats);
   accel::Buffer& buffer(const Shape& shape, int slot);
 
   accel::Backend& be_;

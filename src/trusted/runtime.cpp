@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -44,19 +45,34 @@ Runtime::Runtime(nn::Graph graph, LinearEngine& engine, RuntimeOptions opts)
 
 std::pair<int64_t, int> Runtime::estimate(int64_t items, int k) const {
   const auto& nodes = graph_.nodes();
+  auto bytes = [&](size_t v) { return items * nodes[v].shape.numel() * 4; };
   int64_t peak = 0;
   int where = 0;
+  const int64_t out = items * graph_.output_shape().numel() * 4;  // the pass's result
   for (size_t i = 0; i < nodes.size(); ++i) {
-    int64_t live = 0;
-    for (size_t v = 0; v <= i; ++v)
-      if (last_use_[v] >= static_cast<int>(i)) live += items * nodes[v].shape.numel() * 4;
-    if (nodes[i].is_linear()) {
-      const int64_t in = nodes[static_cast<size_t>(nodes[i].inputs[0])].shape.numel();
-      live += engine_.scratch_bytes(nodes[i], in, items, k);
+    const nn::Node& n = nodes[i];
+    // Values alive across node i other than its own inputs and output.
+    int64_t others = out;
+    for (size_t v = 0; v < i; ++v) {
+      const bool input =
+          std::find(n.inputs.begin(), n.inputs.end(), static_cast<int>(v)) != n.inputs.end();
+      if (!input && last_use_[v] > static_cast<int>(i)) others += bytes(v);
     }
-    // The output of the pass is kept as it is copied out.
-    live += items * graph_.output_shape().numel() * 4;
-    if (live > peak) peak = live, where = static_cast<int>(i);
+    int64_t in = 0;
+    bool consumed = true;
+    for (int v : n.inputs) {
+      in += bytes(static_cast<size_t>(v));
+      consumed = consumed && last_use_[static_cast<size_t>(v)] == static_cast<int>(i);
+    }
+    int64_t need;
+    if (n.is_linear()) {
+      const int64_t in_numel = nodes[static_cast<size_t>(n.inputs[0])].shape.numel();
+      const Scratch sc = engine_.scratch_bytes(n, in_numel, items, k);
+      need = std::max(in + sc.before, (consumed ? 0 : in) + bytes(i) + sc.after);
+    } else {
+      need = in + bytes(i);
+    }
+    if (others + need > peak) peak = others + need, where = static_cast<int>(i);
   }
   return {peak + engine_.resident_bytes(), where};
 }
@@ -102,7 +118,7 @@ Tensor Runtime::infer(const Tensor& batch) {
   const MeterScope scope(&meter_);
   meter_.reset_peak();
   stats_.chunk_images = chunk;
-  Tensor result(batched(b, graph_.output_shape()));
+  Tensor result = Tensor::uninitialized(batched(b, graph_.output_shape()));
   for (int64_t start = 0; start < b; start += chunk) {
     const int64_t m = std::min(chunk, b - start);
     engine_.begin_pass(graph_, m);
@@ -113,7 +129,8 @@ Tensor Runtime::infer(const Tensor& batch) {
       const nn::Node& n = nodes[i];
       const int in = n.inputs[0];
       if (n.is_linear()) {
-        values[i] = engine_.forward(n, values[static_cast<size_t>(in)], stats_);
+        const bool consume = last_use_[static_cast<size_t>(in)] == static_cast<int>(i);
+        values[i] = engine_.forward(n, values[static_cast<size_t>(in)], consume, stats_);
         if (opts_.probe) opts_.probe(static_cast<int>(i), start, values[i]);
       } else {
         const double t0 = now();

@@ -29,6 +29,13 @@ struct RunStats {
   int64_t bytes_from_accelerator = 0;
 };
 
+/// Trusted bytes a linear layer needs besides its input and output activations: while the
+/// input is still needed (encoding) and while the output is produced (decoding).
+struct Scratch {
+  int64_t before = 0;
+  int64_t after = 0;
+};
+
 /// How a linear layer (conv/dense + its fused epilogue) is computed.
 class LinearEngine {
  public:
@@ -38,16 +45,17 @@ class LinearEngine {
   virtual void load(nn::Graph& g) = 0;
   /// Inputs per virtual batch (1 when the engine does not mix).
   virtual int granularity() const { return 1; }
-  /// Trusted bytes needed beyond the runtime's activations to run `node` (inputs of
+  /// Trusted bytes needed beyond the layer's activations to run `node` (inputs of
   /// `in_numel` elements each) on `items` inputs in virtual batches of `k`.
-  virtual int64_t scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+  virtual Scratch scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
                                 int k) const = 0;
   /// Trusted bytes held for the engine's lifetime (tee: the weights).
   virtual int64_t resident_bytes() const { return 0; }
   /// Called before each pass through the network with `items` inputs.
   virtual void begin_pass(const nn::Graph&, int64_t /*items*/) {}
-  /// epilogue(W x) for every item x of src: [m, in...] -> [m, out...].
-  virtual Tensor forward(const nn::Node& node, const Tensor& src, RunStats& stats) = 0;
+  /// epilogue(W x) for every item x of src: [m, in...] -> [m, out...]. With `consume` the
+  /// engine may free `src` as soon as it no longer needs it.
+  virtual Tensor forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) = 0;
 };
 
 struct RuntimeOptions {

@@ -4,18 +4,14 @@
 
 namespace darknight::trusted {
 
-Draw DirectSource::next(int k, int64_t n, DType dtype) {
-  Draw d{Mixing::draw(k, scale_, rng_), {}, {}};
-  if (dtype == DType::f32) {
-    d.noise32 = Tensor(Shape{n});
-    d.noise32.set_wipe_on_free();
-    rng_.gaussian(d.noise32.data(), n, noise_.mean, noise_.std);
-  } else {
-    d.noise64 = Tensor64(Shape{n});
-    d.noise64.set_wipe_on_free();
-    rng_.gaussian(d.noise64.data(), n, noise_.mean, noise_.std);
-  }
-  return d;
+void DirectSource::next_noise(Tensor& out) {
+  out.set_wipe_on_free();
+  rng_.gaussian(out.data(), out.numel(), noise_.mean, noise_.std);
+}
+
+void DirectSource::next_noise(Tensor64& out) {
+  out.set_wipe_on_free();
+  rng_.gaussian(out.data(), out.numel(), noise_.mean, noise_.std);
 }
 
 PooledSource::PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity)
@@ -33,52 +29,81 @@ PooledSource::~PooledSource() {
   worker_.join();
 }
 
-void PooledSource::announce(int k, int64_t n, DType dtype) {
+void PooledSource::announce(Request r) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!meter_) meter_ = current_meter();
-  todo_.push_back({k, n, dtype});
+  todo_.push_back(r);
   cv_.notify_all();
 }
 
-Draw PooledSource::next(int k, int64_t n, DType dtype) {
+void PooledSource::announce_mixing(int k) {
+  announce({k, 0, DType::f32});
+}
+void PooledSource::announce_noise(int64_t n, DType dtype) {
+  announce({0, n, dtype});
+}
+
+PooledSource::Item PooledSource::pop(const Request& want) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (ready_.empty() && todo_.empty()) {
-    lock.unlock();
-    throw Error("precompute pool: a draw was requested that was never announced");
-  }
+  DK_CHECK(!ready_.empty() || !todo_.empty(),
+           "precompute pool: a draw was requested that was never announced");
   cv_.wait(lock, [&] { return !ready_.empty(); });
-  auto [req, draw] = std::move(ready_.front());
+  auto [req, item] = std::move(ready_.front());
   ready_.pop_front();
-  DK_ASSERT(req.k == k && req.n == n && req.dtype == dtype,
-            "precompute pool: requests out of order");
-  ready_bytes_ -= n * static_cast<int64_t>(dtype_size(dtype));
+  DK_ASSERT(req.k == want.k && req.n == want.n && req.dtype == want.dtype,
+            "precompute pool: draws requested out of the announced order");
+  ready_bytes_ -= req.bytes();
   cv_.notify_all();
-  return std::move(draw);
+  return std::move(item);
+}
+
+Mixing PooledSource::next_mixing(int k) {
+  return std::get<Mixing>(pop({k, 0, DType::f32}));
+}
+
+void PooledSource::next_noise(Tensor& out) {
+  Tensor t = std::get<Tensor>(pop({0, out.numel(), DType::f32}));
+  t.reshape(out.shape());
+  out = std::move(t);
+}
+
+void PooledSource::next_noise(Tensor64& out) {
+  Tensor64 t = std::get<Tensor64>(pop({0, out.numel(), DType::f64}));
+  t.reshape(out.shape());
+  out = std::move(t);
 }
 
 void PooledSource::run() {
-  omp_set_num_threads(1);  // the main thread's cores belong to the accelerator and codec
+  omp_set_num_threads(1);  // the cores belong to the accelerator and the codec
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] {
-      if (stop_) return true;
-      if (todo_.empty()) return false;
-      const int64_t bytes = todo_.front().n * static_cast<int64_t>(dtype_size(todo_.front().dtype));
-      return ready_.empty() || ready_bytes_ + bytes <= capacity_;
+      return stop_ || (!todo_.empty() &&
+                       (ready_.empty() || ready_bytes_ + todo_.front().bytes() <= capacity_));
     });
     if (stop_) return;
     const Request req = todo_.front();
     todo_.pop_front();
-    ready_bytes_ += req.n * static_cast<int64_t>(dtype_size(req.dtype));
+    ready_bytes_ += req.bytes();
     MemoryMeter* meter = meter_;
     lock.unlock();
-    Draw d;
+    Item item;
     {
       const MeterScope charge(meter);
-      d = direct_.next(req.k, req.n, req.dtype);
+      if (req.n == 0) {
+        item = direct_.next_mixing(req.k);
+      } else if (req.dtype == DType::f32) {
+        auto t = Tensor::uninitialized(Shape{req.n});
+        direct_.next_noise(t);
+        item = std::move(t);
+      } else {
+        auto t = Tensor64::uninitialized(Shape{req.n});
+        direct_.next_noise(t);
+        item = std::move(t);
+      }
     }
     lock.lock();
-    ready_.emplace_back(req, std::move(d));
+    ready_.emplace_back(req, std::move(item));
     cv_.notify_all();
   }
 }

@@ -1,31 +1,28 @@
-// Where the encoder's secrets (mixing matrices and noise vectors) come from: drawn when
-// needed, or precomputed ahead by a background thread (the paper suggests precomputing
-// them; docs/performance.md measures whether it helps). Both draw from the same generator
-// in the same order, so a seeded run gives the same mixtures either way.
+// Where the encoder's secrets (mixing matrices and noise) come from: drawn when needed, or
+// precomputed ahead by a background thread (the paper suggests precomputing them;
+// docs/performance.md measures whether it helps). Both draw from the same generator in the
+// same order, so a seeded run gives the same mixtures either way.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <variant>
 
 #include "protocol/memory_meter.h"
 #include "trusted/codec.h"
 
 namespace darknight::trusted {
 
-/// One virtual batch's secrets: its coefficients and a noise vector (f32 or f64).
-struct Draw {
-  Mixing mixing;
-  Tensor noise32;
-  Tensor64 noise64;
-};
-
 class SecretSource {
  public:
   virtual ~SecretSource() = default;
-  /// The next draw: coefficients for k inputs and n noise values of type `dtype`.
-  virtual Draw next(int k, int64_t n, DType dtype) = 0;
+  /// Coefficients for the next virtual batch of k inputs.
+  virtual Mixing next_mixing(int k) = 0;
+  /// The next out.numel() noise values (wiped when out is freed).
+  virtual void next_noise(Tensor& out) = 0;
+  virtual void next_noise(Tensor64& out) = 0;
 };
 
 /// Draws on demand.
@@ -33,32 +30,41 @@ class DirectSource final : public SecretSource {
  public:
   DirectSource(Csprng& rng, NoiseSpec noise, double mixing_scale)
       : rng_(rng), noise_(noise), scale_(mixing_scale) {}
-  Draw next(int k, int64_t n, DType dtype) override;
+  Mixing next_mixing(int k) override { return Mixing::draw(k, scale_, rng_); }
+  void next_noise(Tensor& out) override;
+  void next_noise(Tensor64& out) override;
 
  private:
-  friend class PooledSource;
   Csprng& rng_;
   NoiseSpec noise_;
   double scale_;
 };
 
-/// Draws ahead on a background thread, for requests announced in order, holding at most
-/// `capacity` bytes of ready noise (charged to the trusted meter current when announced).
+/// Draws ahead on a background thread for requests announced in order, holding at most
+/// `capacity` bytes of ready noise, charged to the trusted meter current at announce().
 class PooledSource final : public SecretSource {
  public:
   PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity);
   ~PooledSource() override;
-  /// Queues the (k, n, dtype) requests that will follow, in order.
-  void announce(int k, int64_t n, DType dtype);
-  Draw next(int k, int64_t n, DType dtype) override;
+  /// Announces the draws that will follow, in order.
+  void announce_mixing(int k);
+  void announce_noise(int64_t n, DType dtype);
+  Mixing next_mixing(int k) override;
+  void next_noise(Tensor& out) override;
+  void next_noise(Tensor64& out) override;
   int64_t capacity() const { return capacity_; }
 
  private:
+  /// What a request asks for: a mixing of k inputs (n = 0) or n noise values.
   struct Request {
-    int k;
-    int64_t n;
-    DType dtype;
+    int k = 0;
+    int64_t n = 0;
+    DType dtype = DType::f32;
+    int64_t bytes() const { return n * static_cast<int64_t>(dtype_size(dtype)); }
   };
+  using Item = std::variant<Mixing, Tensor, Tensor64>;
+  void announce(Request r);
+  Item pop(const Request& expected);
   void run();
 
   DirectSource direct_;
@@ -67,7 +73,7 @@ class PooledSource final : public SecretSource {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Request> todo_;
-  std::deque<std::pair<Request, Draw>> ready_;
+  std::deque<std::pair<Request, Item>> ready_;
   int64_t ready_bytes_ = 0;
   bool stop_ = false;
   std::thread worker_;

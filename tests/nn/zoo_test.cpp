@@ -98,8 +98,8 @@ TEST(Graph, FusionPreservesResults) {
     trusted::RunStats stats;
     for (size_t i = 1; i < g.nodes().size(); ++i) {
       const Node& n = g.node(static_cast<int>(i));
-      const Tensor& a = v[static_cast<size_t>(n.inputs[0])];
-      v[i] = n.is_linear() ? engine.forward(n, a, stats) : run_nonlinear(n, a.clone());
+      Tensor& a = v[static_cast<size_t>(n.inputs[0])];
+      v[i] = n.is_linear() ? engine.forward(n, a, false, stats) : run_nonlinear(n, a.clone());
     }
     return std::move(v.back());
   };

@@ -118,7 +118,7 @@ double round_trip_error(const CodecOptions& opts, const Tensor& x) {
   const BlindedT<T> mixtures = enc.encode<T>(x, secrets);
   const TensorT<T> ybar = accelerate(*be, d, w, mixtures);
   Tensor y(d.dst_shape(x.shape()));
-  Encoder::decode(ybar, secrets, y);
+  enc.decode(ybar, secrets, y);
 
   baselines::PlainIo io(*be, DType::f64);
   auto wts = be->create_weights(w);
@@ -142,8 +142,14 @@ TEST(Encoder, RoundTripMatchesExactProduct) {
   const double e32 = round_trip_error<float>(opts, x);
   EXPECT_LT(e32, 1e3 * 1e-5);
   EXPECT_GT(e32, 0.0);  // f32 mixtures do round
+  // Streamed in pieces of 7 elements (items of 90 and 120 elements): the same accuracy.
+  opts.stream_tile = 7;
+  EXPECT_LT(round_trip_error<float>(opts, x), 1e3 * 1e-5);
+  opts.precision = DType::f64;
+  EXPECT_LT(round_trip_error<double>(opts, x), 1e3 * 1e-12);
   // Without noise the error is at the data's scale only.
   opts.noise = {0.0, 0.0};
+  opts.precision = DType::f32;
   EXPECT_LT(round_trip_error<float>(opts, x), 1e-5);
 }
 
@@ -192,12 +198,12 @@ TEST(Encoder, DecodeAppliesEpilogueAndChecksShapes) {
   const Blinded64 m = enc.encode<double>(x, secrets);
   Tensor64 same(m.shape(), m.span());  // identity "accelerator"
   Tensor y(Shape{4, 3});
-  Encoder::decode(same, secrets, y, [](float* row, int64_t b, int64_t e) {
+  enc.decode(same, secrets, y, [](float* row, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) row[i] = std::max(row[i], 0.0f);
   });
   for (int64_t i = 0; i < 12; ++i) EXPECT_NEAR(y[i], std::max(x[i], 0.0f), 1e-9);
   Tensor wrong(Shape{3, 3});
-  EXPECT_THROW(Encoder::decode(same, secrets, wrong), Error);
+  EXPECT_THROW(enc.decode(same, secrets, wrong), Error);
   opts.k = 17;
   EXPECT_THROW(Encoder(opts, rng), Error);
 }

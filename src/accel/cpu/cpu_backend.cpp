@@ -327,12 +327,13 @@ void CpuBackend::wait() {
 BufferPtr CpuBackend::do_alloc(const Shape& shape, DType dtype) {
   return std::make_unique<HostBuffer>(this, shape, dtype);
 }
-void CpuBackend::do_upload(const void* src, Buffer& dst) {
-  host_upload(src, dst);
+void CpuBackend::do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) {
+  impl_->strm.wait();  // a submitted primitive may still read the buffer
+  host_upload(src, dst, offset, bytes);
 }
-void CpuBackend::do_download(const Buffer& src, void* dst) {
+void CpuBackend::do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) {
   impl_->strm.wait();
-  host_download(src, dst);
+  host_download(src, offset, bytes, dst);
 }
 WeightsPtr CpuBackend::do_create_weights(const Tensor& weights) {
   return std::make_unique<CpuWeights>(this, weights);

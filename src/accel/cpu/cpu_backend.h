@@ -19,8 +19,8 @@ class CpuBackend final : public Backend {
 
  protected:
   BufferPtr do_alloc(const Shape& shape, DType dtype) override;
-  void do_upload(const void* src, Buffer& dst) override;
-  void do_download(const Buffer& src, void* dst) override;
+  void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) override;
+  void do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) override;
   WeightsPtr do_create_weights(const Tensor& weights) override;
   Tensor do_read_weights(const Weights& w) override;
   void do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) override;

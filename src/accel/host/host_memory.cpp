@@ -42,12 +42,12 @@ void HostWeights::sgd(const G* grad, const SgdParams& p) {
 template void HostWeights::sgd<float>(const float*, const SgdParams&);
 template void HostWeights::sgd<double>(const double*, const SgdParams&);
 
-void host_upload(const void* src, Buffer& dst) {
-  if (dst.bytes() > 0) std::memcpy(host(dst).raw(), src, dst.bytes());
+void host_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) {
+  if (bytes > 0) std::memcpy(static_cast<char*>(host(dst).raw()) + offset, src, bytes);
 }
 
-void host_download(const Buffer& src, void* dst) {
-  if (src.bytes() > 0) std::memcpy(dst, host(src).raw(), src.bytes());
+void host_download(const Buffer& src, size_t offset, size_t bytes, void* dst) {
+  if (bytes > 0) std::memcpy(dst, static_cast<const char*>(host(src).raw()) + offset, bytes);
 }
 
 void host_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {

@@ -54,8 +54,8 @@ inline const HostBuffer& host(const Buffer& b) {
 }
 
 /// Copies for the host backends' upload/download/read_weights/sgd_step entry points.
-void host_upload(const void* src, Buffer& dst);
-void host_download(const Buffer& src, void* dst);
+void host_upload(const void* src, Buffer& dst, size_t offset, size_t bytes);
+void host_download(const Buffer& src, size_t offset, size_t bytes, void* dst);
 void host_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p);
 
 }  // namespace darknight::accel

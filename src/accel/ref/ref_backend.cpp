@@ -169,11 +169,11 @@ void dense_bwd_weights(const DenseDesc& d, const HostBuffer& src, const HostBuff
 BufferPtr RefBackend::do_alloc(const Shape& shape, DType dtype) {
   return std::make_unique<HostBuffer>(this, shape, dtype);
 }
-void RefBackend::do_upload(const void* src, Buffer& dst) {
-  host_upload(src, dst);
+void RefBackend::do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) {
+  host_upload(src, dst, offset, bytes);
 }
-void RefBackend::do_download(const Buffer& src, void* dst) {
-  host_download(src, dst);
+void RefBackend::do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) {
+  host_download(src, offset, bytes, dst);
 }
 WeightsPtr RefBackend::do_create_weights(const Tensor& weights) {
   return std::make_unique<HostWeights>(this, weights);
