@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "accel/backend.h"
@@ -267,7 +268,8 @@ int run_infer(const InferOptions& o) {
         for (int64_t i = 0; i < m; ++i) {
           double diff = 0, mag = 0;
           for (int64_t e = 0; e < s; ++e) {
-            diff = std::max(diff, double(std::abs(v[i * s + e] - ref[i * s + e])));
+            const double d = std::abs(double(v[i * s + e]) - double(ref[i * s + e]));
+            diff = std::isfinite(d) ? std::max(diff, d) : std::numeric_limits<double>::infinity();
             mag = std::max(mag, double(std::abs(ref[i * s + e])));
           }
           worst = std::max(worst, mag > 0 ? diff / mag : diff);
@@ -303,6 +305,12 @@ int run_infer(const InferOptions& o) {
                             {"decode", run.stats.times.decode},
                             {"nonlinear", run.stats.times.nonlinear}};
   rep["accelerator_calls"] = run.stats.accelerator_calls;
+  int64_t nonfinite = 0;
+  for (int64_t i = 0; i < run.outputs.numel(); ++i) nonfinite += !std::isfinite(run.outputs[i]);
+  rep["nonfinite_outputs"] = nonfinite;
+  if (nonfinite)
+    std::fprintf(stderr, "darknight: warning: %lld output values are not finite\n",
+                 static_cast<long long>(nonfinite));
   rep["bytes_to_accelerator"] = run.stats.bytes_to_accelerator;
   rep["bytes_from_accelerator"] = run.stats.bytes_from_accelerator;
   if (!ds.labels.empty()) {
@@ -326,6 +334,19 @@ int run_infer(const InferOptions& o) {
       worst = std::max(worst, mag > 0 ? diff / mag : diff);
     }
     rep["top1_agreement_vs_plain"] = double(agree) / double(n);
+    // How close plain's two best classes are (relative to its largest logit): a
+    // disagreement can only happen where the error reaches this margin.
+    double margin = std::numeric_limits<double>::infinity();
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<float> p(plain.outputs.data() + i * classes,
+                           plain.outputs.data() + (i + 1) * classes);
+      double mag = 0;
+      for (float v : p) mag = std::max(mag, double(std::abs(v)));
+      std::partial_sort(p.begin(), p.begin() + std::min<int64_t>(2, classes), p.end(),
+                        std::greater<float>());
+      if (classes > 1 && mag > 0) margin = std::min(margin, (p[0] - p[1]) / mag);
+    }
+    rep["min_top1_margin_plain"] = margin;
     if (o.mode != "plain") {
       rep["plain_seconds"] = plain.seconds;
       rep["time_ratio_vs_plain"] = run.seconds / plain.seconds;
@@ -345,11 +366,20 @@ int run_infer(const InferOptions& o) {
   std::printf("  time: encode %.3f s, accelerator %.3f s, decode %.3f s, non-linear %.3f s\n",
               run.stats.times.encode, run.stats.times.accelerator, run.stats.times.decode,
               run.stats.times.nonlinear);
+  if (o.mode == "tee" && run.stats.peak_trusted_bytes > parse_bytes(o.enclave_memory))
+    std::printf(
+        "  tee holds %.1f MiB in the trusted runtime, %.1f MiB over the %s enclave budget "
+        "(SGX would page it)\n",
+        run.stats.peak_trusted_bytes / 1048576.0,
+        (run.stats.peak_trusted_bytes - parse_bytes(o.enclave_memory)) / 1048576.0,
+        o.enclave_memory.c_str());
   if (rep.contains("accuracy")) std::printf("  accuracy %.4f\n", rep["accuracy"].get<double>());
   if (o.compare_plain) {
-    std::printf("  vs plain: top-1 agreement %.4f, max relative error %.3e\n",
-                rep["top1_agreement_vs_plain"].get<double>(),
-                rep["max_rel_error_vs_plain"].get<double>());
+    std::printf(
+        "  vs plain: top-1 agreement %.4f, max relative error %.3e (smallest top-1 "
+        "margin of plain %.3e)\n",
+        rep["top1_agreement_vs_plain"].get<double>(), rep["max_rel_error_vs_plain"].get<double>(),
+        rep["min_top1_margin_plain"].get<double>());
     if (rep.contains("plain_seconds"))
       std::printf("  plain took %.3f s: %s/plain time %.2f\n", plain.seconds, o.mode.c_str(),
                   rep["time_ratio_vs_plain"].get<double>());

@@ -123,6 +123,14 @@ BufferPtr Backend::alloc(const Shape& shape, DType dtype) {
   return do_alloc(shape, dtype);
 }
 
+BufferPtr Backend::view(Buffer& base, const Shape& shape) {
+  const MeterScope unmetered(nullptr);
+  check_owned(base, "view");
+  DK_CHECK(shape.numel() <= base.shape().numel(), "view: {} does not fit in a buffer of {}",
+           shape.str(), base.shape().str());
+  return do_view(base, shape);
+}
+
 WeightsPtr Backend::create_weights(const Tensor& weights) {
   const MeterScope unmetered(nullptr);
   DK_CHECK(weights.numel() > 0, "create_weights: empty weights {}", weights.shape().str());

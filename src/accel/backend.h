@@ -131,6 +131,10 @@ class Backend {
 
   // --- memory ---------------------------------------------------------------------------
   BufferPtr alloc(const Shape& shape, DType dtype);
+  /// A buffer of another shape over the first elements of `base` (same element type, no
+  /// more elements); it aliases base's memory and is valid while base lives. Lets a caller
+  /// keep one allocation for calls of varying shapes.
+  BufferPtr view(Buffer& base, const Shape& shape);
   /// Copies blinded host data into `dst` (same shape and dtype).
   template <typename T>
   void upload(const BlindedT<T>& src, Buffer& dst) {
@@ -196,6 +200,7 @@ class Backend {
 
  protected:
   virtual BufferPtr do_alloc(const Shape& shape, DType dtype) = 0;
+  virtual BufferPtr do_view(Buffer& base, const Shape& shape) = 0;
   /// Copies `bytes` from host `src` to `dst` at byte `offset` (validated).
   virtual void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) = 0;
   /// Copies `bytes` of `src` from byte `offset` to host `dst` (validated).

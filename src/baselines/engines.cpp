@@ -28,11 +28,7 @@ trusted::Scratch PlainEngine::scratch_bytes(const nn::Node&, int64_t in_numel, i
 
 Tensor PlainEngine::forward(const nn::Node& node, Tensor& src, bool, trusted::RunStats& stats) {
   const double t0 = now();
-  auto buffer = [&](const Shape& s, int slot) -> accel::Buffer& {
-    auto& b = buffers_[{s.str(), slot}];
-    if (!b) b = be_.alloc(s, DType::f32);
-    return *b;
-  };
+  auto buffer = [&](const Shape& s, int slot) -> accel::Buffer& { return buffers_.get(slot, s); };
   const Shape in_shape = src.shape();
   {
     const Blinded plaintext = Unprotected::expose(src.clone());

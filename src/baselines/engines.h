@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "accel/arena.h"
 #include "accel/backend.h"
 #include "protocol/memory_meter.h"
 #include "trusted/runtime.h"
@@ -16,7 +17,7 @@ namespace darknight::baselines {
 
 class PlainEngine : public trusted::LinearEngine {
  public:
-  explicit PlainEngine(accel::Backend& backend) : be_(backend) {}
+  explicit PlainEngine(accel::Backend& backend) : be_(backend), buffers_(backend, DType::f32) {}
   std::string name() const override { return "plain"; }
   void load(nn::Graph& g) override;
   trusted::Scratch scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
@@ -27,7 +28,7 @@ class PlainEngine : public trusted::LinearEngine {
  protected:
   accel::Backend& be_;
   std::vector<accel::WeightsPtr> weights_;
-  std::map<std::pair<std::string, int>, accel::BufferPtr> buffers_;
+  accel::BufferArena buffers_;
 };
 
 namespace detail {

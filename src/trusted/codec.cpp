@@ -9,8 +9,55 @@
 
 namespace darknight::trusted {
 namespace {
-constexpr int64_t kTile = 2048;  // elements per tile in encode/decode loops
+
+constexpr int64_t kTile = 2048;  // elements per parallel work item in encode/decode
+constexpr int64_t kBlock = 256;  // elements per accumulator block (in L1)
+
+// The codec's inner loops, compiled twice (AVX2 + FMA, and the x86-64 baseline) and
+// chosen at run time.
+
+/// o[e] = coef[kv] r[e] + sum_i coef[i] x[i * stride + e], in the mixtures' type T
+/// (measured on MobileNet-224: accumulating in f64 here made encoding slower and the
+/// results no more accurate).
+template <typename T>
+__attribute__((target_clones("avx2", "default"))) void mix_tile(const double* coef, int kv,
+                                                                const float* x, int64_t stride,
+                                                                const T* r, T* o, int64_t len) {
+  T acc[kBlock];
+  for (int64_t b = 0; b < len; b += kBlock) {
+    const int64_t bl = std::min(kBlock, len - b);
+    const T cr = static_cast<T>(coef[kv]);
+    for (int64_t e = 0; e < bl; ++e) acc[e] = cr * r[b + e];
+    for (int i = 0; i < kv; ++i) {
+      const float* xi = x + i * stride + b;
+      const T c = static_cast<T>(coef[i]);
+      for (int64_t e = 0; e < bl; ++e) acc[e] += c * static_cast<T>(xi[e]);
+    }
+    for (int64_t e = 0; e < bl; ++e) o[b + e] = static_cast<T>(acc[e]);
+  }
+  sodium_memzero(acc, sizeof acc);
 }
+
+/// o[e] = sum_j coef[j] y[j * stride + e], accumulated in f64.
+template <typename T>
+__attribute__((target_clones("avx2", "default"))) void unmix_tile(const double* coef, int n,
+                                                                  const T* y, int64_t stride,
+                                                                  float* o, int64_t len) {
+  double acc[kBlock];
+  for (int64_t b = 0; b < len; b += kBlock) {
+    const int64_t bl = std::min(kBlock, len - b);
+    for (int64_t e = 0; e < bl; ++e) acc[e] = 0.0;
+    for (int j = 0; j < n; ++j) {
+      const T* yj = y + j * stride + b;
+      const double c = coef[j];
+      for (int64_t e = 0; e < bl; ++e) acc[e] += c * static_cast<double>(yj[e]);
+    }
+    for (int64_t e = 0; e < bl; ++e) o[b + e] = static_cast<float>(acc[e]);
+  }
+  sodium_memzero(acc, sizeof acc);
+}
+
+}  // namespace
 
 void CodecOptions::validate() const {
   DK_CHECK(k >= 1 && k <= 16, "virtual batch size K must be in 1..16, got {}", k);
@@ -106,26 +153,16 @@ void Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets, const Mixt
       auto rows = TensorT<T>::uninitialized(Shape{n, len});
       const T* r = noise.data();
       T* out = rows.data();
-#pragma omp parallel
-      {
-        double acc[kTile];
-#pragma omp for schedule(static)
+      std::vector<double> coef(static_cast<size_t>(n * n));
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < n; ++i) coef[static_cast<size_t>(j * n + i)] = a.a(j, i);
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int j = 0; j < n; ++j)
         for (int64_t t0 = 0; t0 < len; t0 += kTile) {
           const int64_t tl = std::min(len, t0 + kTile) - t0;
-          for (int j = 0; j < n; ++j) {
-            const double ar = a.a(j, kv);
-            for (int64_t e = 0; e < tl; ++e) acc[e] = ar * static_cast<double>(r[t0 + e]);
-            for (int i = 0; i < kv; ++i) {
-              const double aji = a.a(j, i);
-              const float* xi = x + i * s + e0 + t0;
-              for (int64_t e = 0; e < tl; ++e) acc[e] += aji * static_cast<double>(xi[e]);
-            }
-            T* o = out + j * len + t0;
-            for (int64_t e = 0; e < tl; ++e) o[e] = static_cast<T>(acc[e]);
-          }
+          mix_tile(coef.data() + j * n, kv, x + e0 + t0, s, r + t0, out + j * len + t0, tl);
         }
-        sodium_memzero(acc, sizeof acc);
-      }
+      sodium_memzero(coef.data(), coef.size() * sizeof(double));
       sink(BlindedT<T>(BlindingKey{}, std::move(rows)), mix, e0);
       e0 += len;
     }
@@ -165,26 +202,17 @@ void Encoder::decode(const std::vector<Mixing>& secrets, Tensor& dst, const Outp
       auto rows = TensorT<T>::uninitialized(Shape{n, len});
       fetch(rows, mix, e0);
       const T* ybar = rows.data();
-#pragma omp parallel
-      {
-        double acc[kTile];
-#pragma omp for schedule(static)
+      std::vector<double> coef(static_cast<size_t>(kv * n));
+      for (int i = 0; i < kv; ++i)
+        for (int j = 0; j < n; ++j) coef[static_cast<size_t>(i * n + j)] = a.inv(i, j);
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int i = 0; i < kv; ++i)
         for (int64_t t0 = 0; t0 < len; t0 += kTile) {
           const int64_t tl = std::min(len, t0 + kTile) - t0;
-          for (int i = 0; i < kv; ++i) {
-            for (int64_t e = 0; e < tl; ++e) acc[e] = 0.0;
-            for (int j = 0; j < n; ++j) {
-              const double bij = a.inv(i, j);
-              const T* yj = ybar + j * len + t0;
-              for (int64_t e = 0; e < tl; ++e) acc[e] += bij * static_cast<double>(yj[e]);
-            }
-            float* o = y + i * s + e0 + t0;
-            for (int64_t e = 0; e < tl; ++e) o[e] = static_cast<float>(acc[e]);
-            if (epilogue) epilogue(y + i * s, e0 + t0, e0 + t0 + tl);
-          }
+          unmix_tile(coef.data() + i * n, n, ybar + t0, len, y + i * s + e0 + t0, tl);
+          if (epilogue) epilogue(y + i * s, e0 + t0, e0 + t0 + tl);
         }
-        sodium_memzero(acc, sizeof acc);
-      }
+      sodium_memzero(coef.data(), coef.size() * sizeof(double));
       e0 += len;
     }
     item += kv;

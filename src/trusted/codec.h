@@ -7,9 +7,10 @@
 //   decode      W x_i  = sum_j (A^-1)[i,j] ybar_j                 (i = 0..K-1)
 //
 // A and r are drawn fresh for every virtual batch and every layer (reusing either breaks
-// the scheme; see docs/SECURITY.md). Mixing and decoding accumulate in f64 whatever the
-// mixtures' element type, so the only rounding left is that of the mixtures themselves
-// and of the accelerator's arithmetic.
+// the scheme; see docs/SECURITY.md). Mixing is computed in the mixtures' element type (its
+// rounding is that of the mixtures themselves); decoding, where the noise cancels,
+// accumulates in f64 whatever the element type, so what remains is the rounding of the
+// mixtures and of the accelerator's arithmetic.
 #pragma once
 
 #include <functional>

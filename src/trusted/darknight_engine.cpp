@@ -15,7 +15,8 @@ DarKnightEngine::DarKnightEngine(accel::Backend& backend, const CodecOptions& op
       pool_(precompute_bytes > 0 ? std::make_unique<PooledSource>(
                                        rng, opts.noise, opts.mixing_scale, precompute_bytes)
                                  : nullptr),
-      encoder_(pool_ ? Encoder(opts, *pool_) : Encoder(opts, rng)) {}
+      encoder_(pool_ ? Encoder(opts, *pool_) : Encoder(opts, rng)),
+      buffers_(backend, opts.precision) {}
 
 DarKnightEngine::~DarKnightEngine() = default;
 
@@ -58,18 +59,12 @@ Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, i
           (k + 1) * std::min(node.shape.numel(), tile) * e + acc};
 }
 
-accel::Buffer& DarKnightEngine::buffer(const Shape& shape, int slot) {
-  auto& b = buffers_[{shape.str(), slot}];
-  if (!b) b = be_.alloc(shape, encoder_.options().precision);
-  return *b;
-}
-
 template <typename T>
 Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consume,
                                   RunStats& stats) {
   const int64_t m = src.shape()[0];
   const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
-  accel::Buffer& in = buffer(src.shape().with_batch(mixtures), 0);
+  accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
   const int64_t s_in = src.shape().item_numel();
   std::vector<Mixing> secrets;
   double transfer = 0;
@@ -93,10 +88,10 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   const accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
   accel::Buffer* out;
   if (node.op == nn::Op::conv) {
-    out = &buffer(node.conv.dst_shape(in.shape()), 1);
+    out = &buffers_.get(1, node.conv.dst_shape(in.shape()));
     be_.conv2d_forward(node.conv, in, w, *out);
   } else {
-    out = &buffer(node.dense.dst_shape(in.shape()), 1);
+    out = &buffers_.get(1, node.dense.dst_shape(in.shape()));
     be_.dense_forward(node.dense, in, w, *out);
   }
   be_.wait();

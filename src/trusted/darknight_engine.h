@@ -2,9 +2,9 @@
 // let the untrusted accelerator apply W to the mixtures, decode with the epilogue fused in.
 #pragma once
 
-#include <map>
 #include <vector>
 
+#include "accel/arena.h"
 #include "accel/backend.h"
 #include "trusted/codec.h"
 #include "trusted/runtime.h"
@@ -33,13 +33,12 @@ class DarKnightEngine final : public LinearEngine {
  private:
   template <typename T>
   Tensor forward_t(const nn::Node& node, Tensor& src, bool consume, RunStats& stats);
-  accel::Buffer& buffer(const Shape& shape, int slot);
 
   accel::Backend& be_;
   std::unique_ptr<PooledSource> pool_;
   Encoder encoder_;
   std::vector<accel::WeightsPtr> weights_;
-  std::map<std::pair<std::string, int>, accel::BufferPtr> buffers_;
+  accel::BufferArena buffers_;  // slot 0: input mixtures, 1: output mixtures
 };
 
 }  // namespace darknight::trusted

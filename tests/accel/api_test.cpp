@@ -167,6 +167,27 @@ TEST_P(Api, BackwardWeightsPartsSumToTheWhole) {
   }
 }
 
+TEST_P(Api, ViewsAliasTheirBaseAndRangesAreChecked) {
+  PlainIo io(*be_, DType::f32);
+  auto base = io.make(Shape{24});
+  auto v = be_->view(*base, Shape{2, 3, 2});
+  EXPECT_EQ(v->shape(), (Shape{2, 3, 2}));
+  EXPECT_THROW(be_->view(*base, Shape{5, 5}), Error);
+  // A range upload through the view lands in the base.
+  Blinded src = baselines::Unprotected::expose(random_tensor(Shape{12}, 3));
+  be_->upload(src, 2, 5, *v, 7);
+  Tensor all(Shape{24});
+  be_->download(*base, all);
+  be_->wait();
+  for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(all[7 + i], src.data()[2 + i]);
+  EXPECT_EQ(all[6], 0.0f);
+  EXPECT_EQ(all[12], 0.0f);
+  EXPECT_THROW(be_->upload(src, 10, 5, *v, 0), Error);  // past the host tensor
+  EXPECT_THROW(be_->upload(src, 0, 5, *v, 10), Error);  // past the view
+  Tensor part(Shape{4});
+  EXPECT_THROW(be_->download(*v, 0, 5, part, 0), Error);
+}
+
 TEST(Registry, UnknownBackendNamesTheAvailableOnes) {
   try {
     make_backend("tpu");

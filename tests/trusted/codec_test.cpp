@@ -56,6 +56,23 @@ TEST(Csprng, GaussianMomentsAndThreadIndependence) {
   EXPECT_EQ(one, all);
 }
 
+// Every 32-bit word gives a finite sample, the extremes included (a float rounding of
+// 2^31 + 1 once gave log(0) and NaNs in 1 of ~10^7 samples).
+TEST(Csprng, BoxMullerIsFiniteForEveryWord) {
+  std::vector<uint32_t> words;
+  for (uint32_t w = 0; w < 256; ++w)
+    for (uint32_t base : {0u, 0x7fffff00u, 0x80000000u, 0xffffff00u}) words.push_back(base + w);
+  std::vector<float> f(words.size());
+  std::vector<double> d(words.size());
+  detail::box_muller(words.data(), f.data(), static_cast<int64_t>(words.size()));
+  detail::box_muller(words.data(), d.data(), static_cast<int64_t>(words.size()));
+  for (size_t i = 0; i < words.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(f[i])) << std::hex << words[i];
+    ASSERT_TRUE(std::isfinite(d[i])) << std::hex << words[i];
+    EXPECT_LT(std::abs(f[i]), 6.0f);  // sqrt(-2 ln 2^-24) = 5.77
+  }
+}
+
 TEST(Mixing, OrthogonalScaledWellConditionedAndInverse) {
   Csprng rng(1);
   for (int k : {1, 2, 4, 8, 16}) {

@@ -81,13 +81,30 @@ const CpuWeights& cpu(const Weights& w) {
   return static_cast<const CpuWeights&>(w);
 }
 
-/// A primitive with its scratch memories for arguments whose layout differs from the
-/// user's plain one.
+/// A primitive and its descriptor, cached per shape.
 template <typename PD, typename P>
 struct Entry {
   PD pd;
   P prim;
-  std::unordered_map<int, memory> scratch;
+};
+
+/// Grow-only host memory, one per primitive argument, shared by every cached primitive:
+/// where arguments are reordered to and from the primitive's preferred layout.
+class Scratch {
+ public:
+  void* get(int arg, size_t bytes) {
+    auto& [size, mem] = slots_[arg];
+    if (size < bytes) {
+      mem.reset();
+      mem.reset(darknight::detail::aligned_alloc_bytes(bytes));
+      size = bytes;
+    }
+    return mem.get();
+  }
+
+ private:
+  std::unordered_map<int, std::pair<size_t, std::unique_ptr<void, darknight::detail::AlignedFree>>>
+      slots_;
 };
 
 }  // namespace
@@ -95,6 +112,7 @@ struct Entry {
 struct CpuBackend::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
+  Scratch scratch;
 
   std::unordered_map<std::string,
                      Entry<dnnl::convolution_forward::primitive_desc, dnnl::convolution_forward>>
@@ -133,8 +151,7 @@ struct CpuBackend::Impl {
         exec[a.arg] = a.user;
         continue;
       }
-      memory& s = e.scratch[a.arg];
-      if (!s || s.get_desc() != a.want) s = memory(a.want, eng);
+      memory s(a.want, eng, scratch.get(a.arg, a.want.get_size()));
       memory user = a.user;
       if (a.output)
         after.emplace_back(s, user);
@@ -322,6 +339,10 @@ std::string CpuBackend::describe() const {
 
 void CpuBackend::wait() {
   impl_->strm.wait();
+}
+
+BufferPtr CpuBackend::do_view(Buffer& base, const Shape& shape) {
+  return host_view(this, base, shape);
 }
 
 BufferPtr CpuBackend::do_alloc(const Shape& shape, DType dtype) {

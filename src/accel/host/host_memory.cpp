@@ -9,6 +9,13 @@ HostBuffer::HostBuffer(const Backend* owner, const Shape& shape, DType dtype)
   if (bytes() > 0) std::memset(mem_.get(), 0, bytes());
 }
 
+HostBuffer::HostBuffer(const Backend* owner, HostBuffer& base, const Shape& shape)
+    : Buffer(owner, shape, base.dtype()), view_(base.raw()) {}
+
+BufferPtr host_view(const Backend* owner, Buffer& base, const Shape& shape) {
+  return std::make_unique<HostBuffer>(owner, host(base), shape);
+}
+
 HostWeights::HostWeights(const Backend* owner, const Tensor& weights)
     : Weights(owner, weights.shape()), w_(weights.clone()) {}
 

@@ -11,21 +11,24 @@ class HostBuffer final : public Buffer {
  public:
   /// Zero-filled.
   HostBuffer(const Backend* owner, const Shape& shape, DType dtype);
+  /// A view of `base`'s memory with another shape (no more elements).
+  HostBuffer(const Backend* owner, HostBuffer& base, const Shape& shape);
 
   template <typename T>
   T* as() {
     DK_ASSERT(dtype() == dtype_of<T>(), "buffer is {}", dtype_name(dtype()));
-    return static_cast<T*>(mem_.get());
+    return static_cast<T*>(raw());
   }
   template <typename T>
   const T* as() const {
     return const_cast<HostBuffer*>(this)->as<T>();
   }
-  void* raw() { return mem_.get(); }
-  const void* raw() const { return mem_.get(); }
+  void* raw() { return view_ ? view_ : mem_.get(); }
+  const void* raw() const { return view_ ? view_ : mem_.get(); }
 
  private:
   std::unique_ptr<void, detail::AlignedFree> mem_;
+  void* view_ = nullptr;
 };
 
 class HostWeights : public Weights {
@@ -57,5 +60,6 @@ inline const HostBuffer& host(const Buffer& b) {
 void host_upload(const void* src, Buffer& dst, size_t offset, size_t bytes);
 void host_download(const Buffer& src, size_t offset, size_t bytes, void* dst);
 void host_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p);
+BufferPtr host_view(const Backend* owner, Buffer& base, const Shape& shape);
 
 }  // namespace darknight::accel

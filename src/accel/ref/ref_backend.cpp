@@ -166,6 +166,10 @@ void dense_bwd_weights(const DenseDesc& d, const HostBuffer& src, const HostBuff
 
 }  // namespace
 
+BufferPtr RefBackend::do_view(Buffer& base, const Shape& shape) {
+  return host_view(this, base, shape);
+}
+
 BufferPtr RefBackend::do_alloc(const Shape& shape, DType dtype) {
   return std::make_unique<HostBuffer>(this, shape, dtype);
 }

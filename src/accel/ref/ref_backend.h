@@ -16,6 +16,7 @@ class RefBackend final : public Backend {
 
  protected:
   BufferPtr do_alloc(const Shape& shape, DType dtype) override;
+  BufferPtr do_view(Buffer& base, const Shape& shape) override;
   void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) override;
   void do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) override;
   WeightsPtr do_create_weights(const Tensor& weights) override;
