@@ -255,7 +255,7 @@ int run_infer(const InferOptions& o) {
         },
         false);
   }
-  std::map<int, double> layer_error;
+  std::map<int, double> layer_error, layer_rms;
   std::vector<std::string> names;
   Run run = run_mode(
       o, o.mode, probe_model.clone(), ds.images,
@@ -264,17 +264,19 @@ int run_infer(const InferOptions& o) {
         if (first > 0 || it == reference_layers.end()) return;
         const Tensor& ref = it->second;
         const int64_t m = ref.shape()[0], s = ref.shape().item_numel();
-        double worst = 0;
+        double worst = 0, rms = 0;
         for (int64_t i = 0; i < m; ++i) {
           double diff = 0, mag = 0;
           for (int64_t e = 0; e < s; ++e) {
             const double d = std::abs(double(v[i * s + e]) - double(ref[i * s + e]));
             diff = std::isfinite(d) ? std::max(diff, d) : std::numeric_limits<double>::infinity();
             mag = std::max(mag, double(std::abs(ref[i * s + e])));
+            rms += double(ref[i * s + e]) * ref[i * s + e];
           }
           worst = std::max(worst, mag > 0 ? diff / mag : diff);
         }
         layer_error[node] = worst;
+        layer_rms[node] = std::sqrt(rms / double(m * s));
       },
       true, &names);
   if (o.compare_plain && o.mode == "plain") plain.outputs = run.outputs.clone();
@@ -354,8 +356,9 @@ int run_infer(const InferOptions& o) {
     rep["max_rel_error_vs_plain"] = worst;
     json layers = json::array();
     for (const auto& [node, err] : layer_error)
-      layers.push_back(
-          {{"layer", names[static_cast<size_t>(node)]}, {"max_rel_error_vs_plain", err}});
+      layers.push_back({{"layer", names[static_cast<size_t>(node)]},
+                        {"max_rel_error_vs_plain", err},
+                        {"rms_plain", layer_rms[node]}});
     rep["layers"] = layers;
     rep["layer_error_images"] = probe_images;
   }
