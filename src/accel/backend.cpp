@@ -123,12 +123,13 @@ BufferPtr Backend::alloc(const Shape& shape, DType dtype) {
   return do_alloc(shape, dtype);
 }
 
-BufferPtr Backend::view(Buffer& base, const Shape& shape) {
+BufferPtr Backend::view(Buffer& base, const Shape& shape, int64_t offset) {
   const MeterScope unmetered(nullptr);
   check_owned(base, "view");
-  DK_CHECK(shape.numel() <= base.shape().numel(), "view: {} does not fit in a buffer of {}",
-           shape.str(), base.shape().str());
-  return do_view(base, shape);
+  DK_CHECK(offset >= 0 && offset + shape.numel() <= base.shape().numel(),
+           "view: {} at offset {} does not fit in a buffer of {}", shape.str(), offset,
+           base.shape().str());
+  return do_view(base, shape, offset);
 }
 
 WeightsPtr Backend::create_weights(const Tensor& weights) {
@@ -150,23 +151,63 @@ static void check_sgd(const SgdParams& p) {
            "sgd: Nesterov momentum requires a momentum and zero dampening");
 }
 
-void Backend::sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
+void Backend::accumulate_grad(Weights& w, const Buffer& grad, double scale) {
+  const MeterScope unmetered(nullptr);
+  check_owned(w, "accumulate_grad");
+  check_owned(grad, "accumulate_grad");
+  DK_CHECK(grad.shape() == w.shape(), "accumulate_grad: gradient {} for weights {}",
+           grad.shape().str(), w.shape().str());
+  do_accumulate_grad(w, grad, scale);
+}
+
+void Backend::accumulate_grad(Weights& w, const Tensor64& piece, int64_t offset) {
+  const MeterScope unmetered(nullptr);
+  check_owned(w, "accumulate_grad");
+  DK_CHECK(offset >= 0 && offset + piece.numel() <= w.shape().numel(),
+           "accumulate_grad: {} elements at offset {} for weights {}", piece.numel(), offset,
+           w.shape().str());
+  do_accumulate_grad_host(w, piece.data(), offset, piece.numel());
+}
+
+void Backend::sgd_step(Weights& w, const SgdParams& p) {
   const MeterScope unmetered(nullptr);
   check_owned(w, "sgd_step");
-  check_owned(grad, "sgd_step");
-  DK_CHECK(grad.shape() == w.shape(), "sgd_step: gradient {} for weights {}", grad.shape().str(),
-           w.shape().str());
   check_sgd(p);
-  do_sgd_step(w, grad, p);
+  do_sgd_step(w, p);
+}
+
+void Backend::sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
+  check_sgd(p);
+  accumulate_grad(w, grad);
+  sgd_step(w, p);
 }
 
 void Backend::sgd_step(Weights& w, const Tensor& grad, const SgdParams& p) {
-  const MeterScope unmetered(nullptr);
-  check_owned(w, "sgd_step");
   DK_CHECK(grad.shape() == w.shape(), "sgd_step: gradient {} for weights {}", grad.shape().str(),
            w.shape().str());
   check_sgd(p);
-  do_sgd_step_host(w, grad, p);
+  accumulate_grad(w, grad.cast<double>(), 0);
+  sgd_step(w, p);
+}
+
+Tensor64 Backend::read_grad(const Weights& w) {
+  const MeterScope unmetered(nullptr);
+  check_owned(w, "read_grad");
+  return do_read_grad(w);
+}
+
+Tensor Backend::read_momentum(const Weights& w) {
+  const MeterScope unmetered(nullptr);
+  check_owned(w, "read_momentum");
+  return do_read_momentum(w);
+}
+
+void Backend::write_momentum(Weights& w, const Tensor& momentum) {
+  const MeterScope unmetered(nullptr);
+  check_owned(w, "write_momentum");
+  DK_CHECK(momentum.empty() || momentum.shape() == w.shape(), "write_momentum: {} for weights {}",
+           momentum.shape().str(), w.shape().str());
+  do_write_momentum(w, momentum);
 }
 
 void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {

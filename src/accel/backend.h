@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "protocol/blinded.h"
+#include "protocol/sgd.h"
 #include "protocol/tensor.h"
 
 namespace darknight::accel {
@@ -58,16 +59,7 @@ struct DenseDesc {
   std::string str() const;
 };
 
-/// SGD as torch.optim.SGD computes it: g = grad + weight_decay * w;
-/// v = momentum * v + (1 - dampening) * g (v = g on the first step); g = nesterov ? g +
-/// momentum * v : v; w -= lr * g.
-struct SgdParams {
-  double lr = 0.01;
-  double momentum = 0.0;
-  double dampening = 0.0;
-  double weight_decay = 0.0;
-  bool nesterov = false;
-};
+using darknight::SgdParams;
 
 class Backend;
 
@@ -131,10 +123,10 @@ class Backend {
 
   // --- memory ---------------------------------------------------------------------------
   BufferPtr alloc(const Shape& shape, DType dtype);
-  /// A buffer of another shape over the first elements of `base` (same element type, no
-  /// more elements); it aliases base's memory and is valid while base lives. Lets a caller
-  /// keep one allocation for calls of varying shapes.
-  BufferPtr view(Buffer& base, const Shape& shape);
+  /// A buffer of another shape over elements [offset, offset + shape.numel()) of `base`
+  /// (same element type); it aliases base's memory and is valid while base lives. Lets a
+  /// caller keep one allocation for calls of varying shapes, or address part of a batch.
+  BufferPtr view(Buffer& base, const Shape& shape, int64_t offset = 0);
   /// Copies blinded host data into `dst` (same shape and dtype).
   template <typename T>
   void upload(const BlindedT<T>& src, Buffer& dst) {
@@ -176,10 +168,23 @@ class Backend {
   WeightsPtr create_weights(const Tensor& weights);
   /// Reads weights back (for checkpoints). Synchronous.
   Tensor read_weights(const Weights& w);
-  /// One SGD step with a gradient already on the device (f32 or f64, weights' shape).
+  /// Adds scale * grad (a device buffer of the weights' shape, f32 or f64) to the
+  /// weights' pending gradient (kept in f64).
+  void accumulate_grad(Weights& w, const Buffer& grad, double scale = 1.0);
+  /// Adds a host piece to elements [offset, offset + piece.numel()) of the pending
+  /// gradient (a gradient decoded by the trusted side, which DarKnight discloses).
+  void accumulate_grad(Weights& w, const Tensor64& piece, int64_t offset);
+  /// One SGD step with the pending gradient, which it then clears.
+  void sgd_step(Weights& w, const SgdParams& p);
+  /// accumulate_grad + sgd_step, for a gradient on the device or on the host.
   void sgd_step(Weights& w, const Buffer& grad, const SgdParams& p);
-  /// One SGD step with a gradient decoded on the host. Synchronous.
   void sgd_step(Weights& w, const Tensor& grad, const SgdParams& p);
+  /// The SGD momentum buffer (empty before the first step with momentum), and setting it
+  /// back (for checkpoints).
+  Tensor read_momentum(const Weights& w);
+  void write_momentum(Weights& w, const Tensor& momentum);
+  /// The pending gradient (zeros when none), for tests and checks. Synchronous.
+  Tensor64 read_grad(const Weights& w);
 
   // --- linear operations, batched over all mixtures in the buffers --------------------
   // src/dst/diff buffers share one dtype (f32 or f64); weights are converted as needed.
@@ -200,15 +205,20 @@ class Backend {
 
  protected:
   virtual BufferPtr do_alloc(const Shape& shape, DType dtype) = 0;
-  virtual BufferPtr do_view(Buffer& base, const Shape& shape) = 0;
+  virtual BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) = 0;
   /// Copies `bytes` from host `src` to `dst` at byte `offset` (validated).
   virtual void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) = 0;
   /// Copies `bytes` of `src` from byte `offset` to host `dst` (validated).
   virtual void do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) = 0;
   virtual WeightsPtr do_create_weights(const Tensor& weights) = 0;
   virtual Tensor do_read_weights(const Weights& w) = 0;
-  virtual void do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) = 0;
-  virtual void do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) = 0;
+  virtual void do_accumulate_grad(Weights& w, const Buffer& grad, double scale) = 0;
+  virtual void do_accumulate_grad_host(Weights& w, const double* piece, int64_t offset,
+                                       int64_t count) = 0;
+  virtual void do_sgd_step(Weights& w, const SgdParams& p) = 0;
+  virtual Tensor do_read_momentum(const Weights& w) = 0;
+  virtual void do_write_momentum(Weights& w, const Tensor& momentum) = 0;
+  virtual Tensor64 do_read_grad(const Weights& w) = 0;
 
   // Called with validated arguments; `parts` is P for backward-weights.
   virtual void do_conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w,

@@ -16,7 +16,7 @@ constexpr int64_t kBlock = 256;  // elements per accumulator block (in L1)
 // The codec's inner loops, compiled twice (AVX2 + FMA, and the x86-64 baseline) and
 // chosen at run time.
 
-/// o[e] = coef[kv] r[e] + sum_i coef[i] x[i * stride + e], in the mixtures' type T
+/// o[e] = coef[kv] r[e] (when r) + sum_i coef[i] x[i * stride + e], in the mixtures' type T
 /// (measured on MobileNet-224: accumulating in f64 here made encoding slower and the
 /// results no more accurate).
 template <typename T>
@@ -26,8 +26,12 @@ __attribute__((target_clones("avx2", "default"))) void mix_tile(const double* co
   T acc[kBlock];
   for (int64_t b = 0; b < len; b += kBlock) {
     const int64_t bl = std::min(kBlock, len - b);
-    const T cr = static_cast<T>(coef[kv]);
-    for (int64_t e = 0; e < bl; ++e) acc[e] = cr * r[b + e];
+    if (r) {
+      const T cr = static_cast<T>(coef[kv]);
+      for (int64_t e = 0; e < bl; ++e) acc[e] = cr * r[b + e];
+    } else {
+      for (int64_t e = 0; e < bl; ++e) acc[e] = T(0);
+    }
     for (int i = 0; i < kv; ++i) {
       const float* xi = x + i * stride + b;
       const T c = static_cast<T>(coef[i]);
@@ -77,6 +81,24 @@ Mixing::Mixing(int k, std::vector<double> a) : k_(k), a_(std::move(a)) {
   cond_ = s(0) / s(n - 1);
   inv_.resize(static_cast<size_t>(n * n));
   Eigen::Map<Mat>(inv_.data(), n, n) = A.fullPivLu().inverse();
+}
+
+Coefficients::~Coefficients() {
+  if (!m_.empty()) sodium_memzero(m_.data(), m_.size() * sizeof(double));
+}
+
+Coefficients Mixing::mixing() const {
+  Coefficients c(n(), n());
+  for (int j = 0; j < n(); ++j)
+    for (int i = 0; i < n(); ++i) c(j, i) = a(j, i);
+  return c;
+}
+
+Coefficients Mixing::unmixing() const {
+  Coefficients c(k(), n());
+  for (int i = 0; i < k(); ++i)
+    for (int j = 0; j < n(); ++j) c(i, j) = inv(i, j);
+  return c;
 }
 
 Mixing::~Mixing() {
@@ -138,37 +160,74 @@ std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile) {
 }
 
 template <typename T>
-void Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets, const MixtureSink<T>& sink) {
-  const int64_t m = src.shape()[0], s = src.shape().item_numel();
+void Encoder::mix(const Tensor& src, const std::vector<Coefficients>& c, bool noise,
+                  const MixtureSink<T>& sink) {
+  const int64_t s = src.shape().item_numel();
   int64_t item = 0, mix = 0;
-  for (int kv : split_virtual_batches(m, opts_.k)) {
-    secrets.push_back(source_->next_mixing(kv));
-    const Mixing& a = secrets.back();
-    const int n = kv + 1;
+  for (const Coefficients& cv : c) {
+    const int kv = cv.cols() - (noise ? 1 : 0), n = cv.rows();
+    DK_CHECK(item + kv <= src.shape()[0], "mix: {} inputs for {} items", item + kv, src.shape()[0]);
     const float* x = src.data() + item * s;
     int64_t e0 = 0;
     for (int64_t len : stream_pieces(s, opts_.stream_tile)) {
-      auto noise = TensorT<T>::uninitialized(Shape{len});
-      source_->next_noise(noise);
+      auto noise_piece = TensorT<T>::uninitialized(Shape{noise ? len : 0});
+      if (noise) source_->next_noise(noise_piece);
       auto rows = TensorT<T>::uninitialized(Shape{n, len});
-      const T* r = noise.data();
+      const T* r = noise_piece.data();
       T* out = rows.data();
-      std::vector<double> coef(static_cast<size_t>(n * n));
-      for (int j = 0; j < n; ++j)
-        for (int i = 0; i < n; ++i) coef[static_cast<size_t>(j * n + i)] = a.a(j, i);
 #pragma omp parallel for collapse(2) schedule(static)
       for (int j = 0; j < n; ++j)
         for (int64_t t0 = 0; t0 < len; t0 += kTile) {
           const int64_t tl = std::min(len, t0 + kTile) - t0;
-          mix_tile(coef.data() + j * n, kv, x + e0 + t0, s, r + t0, out + j * len + t0, tl);
+          mix_tile(cv.row(j), kv, x + e0 + t0, s, noise ? r + t0 : nullptr, out + j * len + t0, tl);
         }
-      sodium_memzero(coef.data(), coef.size() * sizeof(double));
       sink(BlindedT<T>(BlindingKey{}, std::move(rows)), mix, e0);
       e0 += len;
     }
     item += kv;
     mix += n;
   }
+}
+
+template <typename T>
+void Encoder::unmix(Tensor& dst, const std::vector<Coefficients>& d, const OutputFetch<T>& fetch,
+                    const RowEpilogue& epilogue) const {
+  const int64_t s = dst.shape().item_numel();
+  int64_t total = 0;
+  for (const Coefficients& dv : d) total += dv.rows();
+  DK_CHECK(dst.shape()[0] == total, "decode: destination {} for {} items", dst.shape().str(),
+           total);
+  int64_t item = 0, mix = 0;
+  for (const Coefficients& dv : d) {
+    const int kv = dv.rows(), n = dv.cols();
+    float* y = dst.data() + item * s;
+    int64_t e0 = 0;
+    for (int64_t len : stream_pieces(s, opts_.stream_tile)) {
+      auto rows = TensorT<T>::uninitialized(Shape{n, len});
+      fetch(rows, mix, e0);
+      const T* ybar = rows.data();
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int i = 0; i < kv; ++i)
+        for (int64_t t0 = 0; t0 < len; t0 += kTile) {
+          const int64_t tl = std::min(len, t0 + kTile) - t0;
+          unmix_tile(dv.row(i), n, ybar + t0, len, y + i * s + e0 + t0, tl);
+          if (epilogue) epilogue(y + i * s, e0 + t0, e0 + t0 + tl);
+        }
+      e0 += len;
+    }
+    item += kv;
+    mix += n;
+  }
+}
+
+template <typename T>
+void Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets, const MixtureSink<T>& sink) {
+  std::vector<Coefficients> c;
+  for (int kv : split_virtual_batches(src.shape()[0], opts_.k)) {
+    secrets.push_back(source_->next_mixing(kv));
+    c.push_back(secrets.back().mixing());
+  }
+  mix<T>(src, c, true, sink);
 }
 
 template <typename T>
@@ -188,36 +247,9 @@ BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
 template <typename T>
 void Encoder::decode(const std::vector<Mixing>& secrets, Tensor& dst, const OutputFetch<T>& fetch,
                      const RowEpilogue& epilogue) const {
-  const int64_t s = dst.shape().item_numel();
-  int64_t total_k = 0;
-  for (const Mixing& a : secrets) total_k += a.k();
-  DK_CHECK(dst.shape()[0] == total_k, "decode: destination {} for {} items", dst.shape().str(),
-           total_k);
-  int64_t item = 0, mix = 0;
-  for (const Mixing& a : secrets) {
-    const int kv = a.k(), n = a.n();
-    float* y = dst.data() + item * s;
-    int64_t e0 = 0;
-    for (int64_t len : stream_pieces(s, opts_.stream_tile)) {
-      auto rows = TensorT<T>::uninitialized(Shape{n, len});
-      fetch(rows, mix, e0);
-      const T* ybar = rows.data();
-      std::vector<double> coef(static_cast<size_t>(kv * n));
-      for (int i = 0; i < kv; ++i)
-        for (int j = 0; j < n; ++j) coef[static_cast<size_t>(i * n + j)] = a.inv(i, j);
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int i = 0; i < kv; ++i)
-        for (int64_t t0 = 0; t0 < len; t0 += kTile) {
-          const int64_t tl = std::min(len, t0 + kTile) - t0;
-          unmix_tile(coef.data() + i * n, n, ybar + t0, len, y + i * s + e0 + t0, tl);
-          if (epilogue) epilogue(y + i * s, e0 + t0, e0 + t0 + tl);
-        }
-      sodium_memzero(coef.data(), coef.size() * sizeof(double));
-      e0 += len;
-    }
-    item += kv;
-    mix += n;
-  }
+  std::vector<Coefficients> d;
+  for (const Mixing& a : secrets) d.push_back(a.unmixing());
+  unmix<T>(dst, d, fetch, epilogue);
 }
 
 template <typename T>
@@ -242,6 +274,10 @@ void Encoder::decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets
 }
 
 #define DK_INSTANTIATE(T)                                                                       \
+  template void Encoder::mix<T>(const Tensor&, const std::vector<Coefficients>&, bool,          \
+                                const MixtureSink<T>&);                                         \
+  template void Encoder::unmix<T>(Tensor&, const std::vector<Coefficients>&,                    \
+                                  const OutputFetch<T>&, const RowEpilogue&) const;             \
   template void Encoder::encode<T>(const Tensor&, std::vector<Mixing>&, const MixtureSink<T>&); \
   template BlindedT<T> Encoder::encode<T>(const Tensor&, std::vector<Mixing>&);                 \
   template void Encoder::decode<T>(const std::vector<Mixing>&, Tensor&, const OutputFetch<T>&,  \

@@ -39,6 +39,26 @@ struct CodecOptions {
   void validate() const;
 };
 
+/// A secret coefficient matrix, row-major, wiped when destroyed.
+class Coefficients {
+ public:
+  Coefficients() = default;
+  Coefficients(int rows, int cols)
+      : rows_(rows), cols_(cols), m_(static_cast<size_t>(rows * cols), 0.0) {}
+  Coefficients(Coefficients&&) noexcept = default;
+  Coefficients& operator=(Coefficients&&) noexcept = default;
+  ~Coefficients();
+  int rows() const { return rows_; }
+  int cols() const { return cols_; }
+  double& operator()(int r, int c) { return m_[static_cast<size_t>(r * cols_ + c)]; }
+  double operator()(int r, int c) const { return m_[static_cast<size_t>(r * cols_ + c)]; }
+  const double* row(int r) const { return m_.data() + static_cast<size_t>(r * cols_); }
+
+ private:
+  int rows_ = 0, cols_ = 0;
+  std::vector<double> m_;
+};
+
 /// The secret coefficients of one virtual batch at one layer. Wiped when destroyed.
 class Mixing {
  public:
@@ -58,6 +78,10 @@ class Mixing {
   double a(int j, int i) const { return a_[static_cast<size_t>(j * n() + i)]; }
   double inv(int i, int j) const { return inv_[static_cast<size_t>(i * n() + j)]; }
   double condition_number() const { return cond_; }
+  /// A, the (k+1)x(k+1) mixing of the k inputs and the noise (the last column).
+  Coefficients mixing() const;
+  /// The first k rows of A^-1: each output's W x_i from the k+1 outputs.
+  Coefficients unmixing() const;
 
  private:
   Mixing(int k, std::vector<double> a);
@@ -90,6 +114,7 @@ std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile);
 class SecretSource;
 class DirectSource;
 
+/// The inference encoder. Its generic mix/unmix also serve the training encoder.
 class Encoder {
  public:
   /// Draws coefficients and noise from `rng` when needed.
@@ -119,7 +144,19 @@ class Encoder {
   void decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
               const RowEpilogue& epilogue = {}) const;
 
- private:
+ protected:
+  /// For each virtual batch v, c[v].rows() outputs: output j = sum_i c[v](j, i) x_i over
+  /// its inputs (c[v].cols() of them, or c[v].cols() - 1 and a fresh noise vector as the
+  /// last input when `noise`), streamed to `sink`.
+  template <typename T>
+  void mix(const Tensor& src, const std::vector<Coefficients>& c, bool noise,
+           const MixtureSink<T>& sink);
+  /// For each virtual batch v, d[v].rows() items of dst: item i = sum_j d[v](i, j) y_j over
+  /// its d[v].cols() fetched outputs; `epilogue` applied to each.
+  template <typename T>
+  void unmix(Tensor& dst, const std::vector<Coefficients>& d, const OutputFetch<T>& fetch,
+             const RowEpilogue& epilogue) const;
+
   CodecOptions opts_;
   std::unique_ptr<DirectSource> owned_;
   SecretSource* source_;

@@ -30,10 +30,11 @@ void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
   for (const nn::Node& n : g.nodes()) {
     if (!n.is_linear()) continue;
     const int64_t in = g.node(n.inputs[0]).shape.numel();
-    for (int kv : split_virtual_batches(items, o.k)) {
-      pool_->announce_mixing(kv);
+    // The encoder draws every virtual batch's coefficients, then their noise in pieces.
+    const std::vector<int> sizes = split_virtual_batches(items, o.k);
+    for (int kv : sizes) pool_->announce_mixing(kv);
+    for (size_t v = 0; v < sizes.size(); ++v)
       for (int64_t len : stream_pieces(in, o.stream_tile)) pool_->announce_noise(len, o.precision);
-    }
   }
 }
 

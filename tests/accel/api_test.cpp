@@ -167,12 +167,45 @@ TEST_P(Api, BackwardWeightsPartsSumToTheWhole) {
   }
 }
 
+// Gradients accumulate from device buffers and host pieces until a step applies them;
+// momentum can be read back and restored (checkpoints).
+TEST_P(Api, GradientsAccumulateUntilAStepAndMomentumRoundTrips) {
+  const Tensor w0 = random_tensor(Shape{2, 3}, 1);
+  auto w = be_->create_weights(w0);
+  PlainIo io(*be_, DType::f64);
+  auto g = io.put(Tensor(Shape{2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6}));
+  io.sync();
+  be_->accumulate_grad(*w, *g, 0.5);
+  Tensor64 piece(Shape{2}, std::vector<double>{10, 20});
+  be_->accumulate_grad(*w, piece, 3);
+  const Tensor64 pending = be_->read_grad(*w);
+  const double want[] = {0.5, 1, 1.5, 12, 22.5, 3};
+  for (int i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ(pending[i], want[i]);
+  EXPECT_THROW(be_->accumulate_grad(*w, piece, 5), Error);  // past the end
+  be_->sgd_step(*w, SgdParams{.lr = 0.1, .momentum = 0.9});
+  const Tensor after = be_->read_weights(*w);
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(after[i], w0[i] - 0.1 * want[i], 1e-6);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(be_->read_grad(*w)[i], 0.0);  // cleared
+  const Tensor m = be_->read_momentum(*w);
+  ASSERT_EQ(m.numel(), 6);
+  EXPECT_FLOAT_EQ(m[3], 12.0f);
+  // A restored momentum continues the same trajectory as the original.
+  auto w2 = be_->create_weights(after);
+  be_->write_momentum(*w2, m);
+  be_->sgd_step(*w, SgdParams{.lr = 0.1, .momentum = 0.9});
+  be_->sgd_step(*w2, SgdParams{.lr = 0.1, .momentum = 0.9});
+  const Tensor a = be_->read_weights(*w), b = be_->read_weights(*w2);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(a[i], b[i]);
+}
+
 TEST_P(Api, ViewsAliasTheirBaseAndRangesAreChecked) {
   PlainIo io(*be_, DType::f32);
   auto base = io.make(Shape{24});
   auto v = be_->view(*base, Shape{2, 3, 2});
   EXPECT_EQ(v->shape(), (Shape{2, 3, 2}));
   EXPECT_THROW(be_->view(*base, Shape{5, 5}), Error);
+  EXPECT_THROW(be_->view(*base, Shape{2, 3, 2}, 13), Error);
+  auto tail = be_->view(*base, Shape{4}, 20);  // the last 4 elements
   // A range upload through the view lands in the base.
   Blinded src = baselines::Unprotected::expose(random_tensor(Shape{12}, 3));
   be_->upload(src, 2, 5, *v, 7);
@@ -182,6 +215,12 @@ TEST_P(Api, ViewsAliasTheirBaseAndRangesAreChecked) {
   for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(all[7 + i], src.data()[2 + i]);
   EXPECT_EQ(all[6], 0.0f);
   EXPECT_EQ(all[12], 0.0f);
+  Blinded four = baselines::Unprotected::expose(random_tensor(Shape{4}, 4));
+  be_->upload(four, *tail);
+  be_->download(*base, all);
+  be_->wait();
+  EXPECT_EQ(all[20], four.data()[0]);
+  EXPECT_EQ(all[23], four.data()[3]);
   EXPECT_THROW(be_->upload(src, 10, 5, *v, 0), Error);  // past the host tensor
   EXPECT_THROW(be_->upload(src, 0, 5, *v, 10), Error);  // past the view
   Tensor part(Shape{4});

@@ -341,8 +341,8 @@ void CpuBackend::wait() {
   impl_->strm.wait();
 }
 
-BufferPtr CpuBackend::do_view(Buffer& base, const Shape& shape) {
-  return host_view(this, base, shape);
+BufferPtr CpuBackend::do_view(Buffer& base, const Shape& shape, int64_t offset) {
+  return host_view(this, base, shape, offset);
 }
 
 BufferPtr CpuBackend::do_alloc(const Shape& shape, DType dtype) {
@@ -363,15 +363,32 @@ Tensor CpuBackend::do_read_weights(const Weights& w) {
   impl_->strm.wait();
   return cpu(w).f32().clone();
 }
-void CpuBackend::do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
+void CpuBackend::do_accumulate_grad(Weights& w, const Buffer& grad, double scale) {
   const ThreadScope threads(threads_);
   impl_->strm.wait();
-  host_sgd_step(w, grad, p);
+  host_accumulate_grad(w, grad, scale);
 }
-void CpuBackend::do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) {
+void CpuBackend::do_accumulate_grad_host(Weights& w, const double* piece, int64_t offset,
+                                         int64_t count) {
   const ThreadScope threads(threads_);
   impl_->strm.wait();
-  static_cast<HostWeights&>(w).sgd(grad.data(), p);
+  static_cast<HostWeights&>(w).accumulate(piece, offset, count, 1.0);
+}
+void CpuBackend::do_sgd_step(Weights& w, const SgdParams& p) {
+  const ThreadScope threads(threads_);
+  impl_->strm.wait();
+  static_cast<HostWeights&>(w).sgd(p);
+}
+Tensor64 CpuBackend::do_read_grad(const Weights& w) {
+  impl_->strm.wait();
+  return static_cast<const HostWeights&>(w).grad();
+}
+Tensor CpuBackend::do_read_momentum(const Weights& w) {
+  impl_->strm.wait();
+  return static_cast<const HostWeights&>(w).momentum().clone();
+}
+void CpuBackend::do_write_momentum(Weights& w, const Tensor& momentum) {
+  static_cast<HostWeights&>(w).set_momentum(momentum);
 }
 
 namespace {

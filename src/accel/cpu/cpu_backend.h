@@ -19,13 +19,18 @@ class CpuBackend final : public Backend {
 
  protected:
   BufferPtr do_alloc(const Shape& shape, DType dtype) override;
-  BufferPtr do_view(Buffer& base, const Shape& shape) override;
+  BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) override;
   void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) override;
   void do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) override;
   WeightsPtr do_create_weights(const Tensor& weights) override;
   Tensor do_read_weights(const Weights& w) override;
-  void do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) override;
-  void do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) override;
+  void do_accumulate_grad(Weights& w, const Buffer& grad, double scale) override;
+  void do_accumulate_grad_host(Weights& w, const double* piece, int64_t offset,
+                               int64_t count) override;
+  void do_sgd_step(Weights& w, const SgdParams& p) override;
+  Tensor do_read_momentum(const Weights& w) override;
+  void do_write_momentum(Weights& w, const Tensor& momentum) override;
+  Tensor64 do_read_grad(const Weights& w) override;
   void do_conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w,
                          Buffer& dst) override;
   void do_conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,

@@ -166,8 +166,8 @@ void dense_bwd_weights(const DenseDesc& d, const HostBuffer& src, const HostBuff
 
 }  // namespace
 
-BufferPtr RefBackend::do_view(Buffer& base, const Shape& shape) {
-  return host_view(this, base, shape);
+BufferPtr RefBackend::do_view(Buffer& base, const Shape& shape, int64_t offset) {
+  return host_view(this, base, shape, offset);
 }
 
 BufferPtr RefBackend::do_alloc(const Shape& shape, DType dtype) {
@@ -185,11 +185,24 @@ WeightsPtr RefBackend::do_create_weights(const Tensor& weights) {
 Tensor RefBackend::do_read_weights(const Weights& w) {
   return static_cast<const HostWeights&>(w).f32().clone();
 }
-void RefBackend::do_sgd_step(Weights& w, const Buffer& grad, const SgdParams& p) {
-  host_sgd_step(w, grad, p);
+void RefBackend::do_accumulate_grad(Weights& w, const Buffer& grad, double scale) {
+  host_accumulate_grad(w, grad, scale);
 }
-void RefBackend::do_sgd_step_host(Weights& w, const Tensor& grad, const SgdParams& p) {
-  static_cast<HostWeights&>(w).sgd(grad.data(), p);
+void RefBackend::do_accumulate_grad_host(Weights& w, const double* piece, int64_t offset,
+                                         int64_t count) {
+  static_cast<HostWeights&>(w).accumulate(piece, offset, count, 1.0);
+}
+void RefBackend::do_sgd_step(Weights& w, const SgdParams& p) {
+  static_cast<HostWeights&>(w).sgd(p);
+}
+Tensor64 RefBackend::do_read_grad(const Weights& w) {
+  return static_cast<const HostWeights&>(w).grad();
+}
+Tensor RefBackend::do_read_momentum(const Weights& w) {
+  return static_cast<const HostWeights&>(w).momentum().clone();
+}
+void RefBackend::do_write_momentum(Weights& w, const Tensor& momentum) {
+  static_cast<HostWeights&>(w).set_momentum(momentum);
 }
 
 #define DK_DISPATCH(dtype, fn, ...) \
