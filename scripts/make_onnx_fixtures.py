@@ -64,6 +64,52 @@ class MatMulCnn(nn.Module):
         return torch.flatten(x, 1) @ self.w + self.b
 
 
+class TrainCnn(nn.Module):
+    """For the one-step training test: conv, ReLU then batch norm (kept as a node), max
+    pool, grouped conv, ReLU6, a residual 1x1 conv, average pool, view, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, groups=2)
+        self.skip = nn.Conv2d(6, 6, 1)
+        self.avg = nn.AvgPool2d(2)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.pool(self.bn1(F.relu(self.conv1(x))))
+        x = self.avg(F.relu6(self.conv2(x)) + self.skip(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def train_fixture():
+    """The model before and after one SGD step on a batch, and its outputs after it."""
+    torch.manual_seed(7)
+    m = TrainCnn()
+    randomise_bn(m)
+    x = torch.rand(8, 3, 16, 16)
+    labels = torch.randint(0, 10, (8,))
+    m.eval()
+    torch.onnx.export(m, x, os.path.join(OUT, "train_cnn.onnx"), input_names=["input"],
+                      output_names=["output"], opset_version=13,
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    loss = F.cross_entropy(m(x), labels)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    m.eval()
+    with torch.no_grad():
+        after = m(x)
+    save_tensor(x.numpy(), os.path.join(OUT, "train_cnn_input.pb"))
+    save_tensor(labels.numpy().astype(np.int64), os.path.join(OUT, "train_cnn_labels.pb"))
+    save_tensor(np.array([loss.item()], dtype=np.float32), os.path.join(OUT, "train_cnn_loss.pb"))
+    save_tensor(after.numpy(), os.path.join(OUT, "train_cnn_after_step.pb"))
+
+
 def randomise_bn(m):
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
@@ -98,6 +144,7 @@ def main():
     randomise_bn(m)
     export(m, "residual_cnn", [11, 13, 17], (12, 3, 16, 16))
     export(MatMulCnn(), "matmul_cnn", [13], (6, 3, 15, 14))
+    train_fixture()
 
 
 if __name__ == "__main__":

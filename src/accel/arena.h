@@ -24,6 +24,13 @@ class BufferArena {
     views_[i] = be_.view(*bases_[i], shape);
     return *views_[i];
   }
+  /// The buffer the last get() of `slot` returned.
+  Buffer& current(int slot) {
+    DK_CHECK(
+        slot >= 0 && static_cast<size_t>(slot) < views_.size() && views_[static_cast<size_t>(slot)],
+        "buffer arena: slot {} is empty", slot);
+    return *views_[static_cast<size_t>(slot)];
+  }
 
  private:
   Backend& be_;

@@ -1,4 +1,4 @@
-// The baselines DarKnight is compared with, as LinearEngines for the same runtime:
+// The baselines DarKnight is compared with, as engines for the same runtime and trainer:
 //  - PlainEngine: no protection; plaintext goes to the accelerator (the "all on GPU" case).
 //  - TeeEngine: everything inside the trusted runtime, weights included, on one thread
 //    (the "all in SGX" case); its weights are charged to the trusted memory meter.
@@ -15,9 +15,11 @@
 
 namespace darknight::baselines {
 
-class PlainEngine : public trusted::LinearEngine {
+class PlainEngine : public trusted::TrainEngine {
  public:
-  explicit PlainEngine(accel::Backend& backend) : be_(backend), buffers_(backend, DType::f32) {}
+  /// Computes in `dtype` (f32, or f64 for exact comparisons).
+  explicit PlainEngine(accel::Backend& backend, DType dtype = DType::f32)
+      : be_(backend), dtype_(dtype), buffers_(backend, dtype), kept_(backend, dtype) {}
   std::string name() const override { return "plain"; }
   void load(nn::Graph& g) override;
   trusted::Scratch scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
@@ -25,10 +27,32 @@ class PlainEngine : public trusted::LinearEngine {
   Tensor forward(const nn::Node& node, Tensor& src, bool consume,
                  trusted::RunStats& stats) override;
 
+  Tensor forward_train(const nn::Node& node, Tensor& src, trusted::RunStats& stats) override;
+  Tensor backward(const nn::Node& node, const Tensor& delta, bool input_grad,
+                  trusted::RunStats& stats) override;
+  int64_t backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+                                 int k) const override;
+  void step(const SgdParams& p) override;
+  void end_step() override {}
+  Tensor read_weights(int index) override;
+  Tensor read_momentum(int index) override;
+  void write_momentum(int index, const Tensor& momentum) override;
+  Tensor64 read_grad(int index) override;
+
  protected:
+  /// Uploads src into `dst`, converting to the engine's element type.
+  void put(const Tensor& src, accel::Buffer& dst);
+  /// Downloads `src` as f32 with the given item shape.
+  Tensor get(const accel::Buffer& src, const Shape& shape);
+  const accel::Buffer& apply(const nn::Node& node, const accel::Buffer& in);
+  Tensor forward_into(const nn::Node& node, const Tensor& src, accel::Buffer& in,
+                      trusted::RunStats& stats);
+
   accel::Backend& be_;
+  DType dtype_;
   std::vector<accel::WeightsPtr> weights_;
   accel::BufferArena buffers_;
+  accel::BufferArena kept_;  // per layer (weights index): its input, for backward
 };
 
 namespace detail {
@@ -41,7 +65,7 @@ struct OwnedBackend {
 class TeeEngine final : private detail::OwnedBackend, public PlainEngine {
  public:
   /// Runs oneDNN on one thread inside the trusted runtime.
-  TeeEngine();
+  explicit TeeEngine(DType dtype = DType::f32);
   std::string name() const override { return "tee"; }
   void load(nn::Graph& g) override;
   int64_t resident_bytes() const override { return weight_bytes_; }

@@ -103,6 +103,9 @@ Graph Graph::clone() const {
     c.epilogue.inner = n.epilogue.inner;
     c.pool = n.pool, c.pads = n.pads, c.pad_value = n.pad_value, c.lo = n.lo, c.hi = n.hi;
     c.scale = n.scale.clone(), c.shift = n.shift.clone();
+    c.bn.gamma = n.bn.gamma.clone(), c.bn.beta = n.bn.beta.clone();
+    c.bn.mean = n.bn.mean.clone(), c.bn.var = n.bn.var.clone();
+    c.bn.eps = n.bn.eps, c.bn.momentum = n.bn.momentum;
     g.nodes_.push_back(std::move(c));
   }
   for (const Tensor& w : weights_) g.weights_.push_back(w.clone());
@@ -274,6 +277,30 @@ int Graph::pad(int x, std::array<int64_t, 4> pads, float value, const std::strin
   return add(std::move(n));
 }
 
+void refresh_batch_norm(Node& n) {
+  const int64_t c = n.bn.gamma.numel();
+  if (n.scale.numel() != c) n.scale = Tensor(Shape{c});
+  if (n.shift.numel() != c) n.shift = Tensor(Shape{c});
+  for (int64_t i = 0; i < c; ++i) {
+    const double s = n.bn.gamma[i] / std::sqrt(static_cast<double>(n.bn.var[i]) + n.bn.eps);
+    n.scale[i] = static_cast<float>(s);
+    n.shift[i] = static_cast<float>(n.bn.beta[i] - n.bn.mean[i] * s);
+  }
+}
+
+int Graph::batch_norm(int x, BatchNormParams params, const std::string& name) {
+  Node n;
+  n.op = Op::batch_norm;
+  n.name = name;
+  n.inputs = {x};
+  const int64_t c = params.gamma.numel();
+  DK_CHECK(params.beta.numel() == c && params.mean.numel() == c && params.var.numel() == c,
+           "batch norm {}: parameters of different sizes", name);
+  n.bn = std::move(params);
+  refresh_batch_norm(n);
+  return add(std::move(n));
+}
+
 int Graph::add_values(int a, int b, const std::string& name) {
   Node n;
   n.op = Op::add;
@@ -314,7 +341,7 @@ std::vector<int> Graph::last_uses() const {
   return last;
 }
 
-void Graph::fuse() {
+void Graph::fuse(bool training) {
   const size_t n = nodes_.size();
   std::vector<int> alias(n);
   for (size_t i = 0; i < n; ++i) alias[i] = static_cast<int>(i);
@@ -340,6 +367,7 @@ void Graph::fuse() {
     }
     for (int& in : node.inputs) in = resolve(in);
     if (node.op != Op::batch_norm && node.op != Op::relu && node.op != Op::clip) continue;
+    if (training && node.op == Op::batch_norm && node.bn.present()) continue;
     const int src = node.inputs[0];
     Node& lin = nodes_[static_cast<size_t>(src)];
     if (!lin.is_linear() || consumers[static_cast<size_t>(src)] != 1 ||
@@ -349,13 +377,15 @@ void Graph::fuse() {
     if (node.op == Op::batch_norm) {
       const int64_t c = node.scale.numel();
       Tensor scale(Shape{c}), shift(Shape{c});
+      bool unit = true;
       for (int64_t k = 0; k < c; ++k) {
         const float s0 = e.scale.empty() ? 1.0f : e.scale[k];
         const float b0 = e.shift.empty() ? 0.0f : e.shift[k];
         scale[k] = node.scale[k] * s0;
         shift[k] = node.scale[k] * b0 + node.shift[k];
+        unit = unit && scale[k] == 1.0f;
       }
-      e.scale = std::move(scale);
+      e.scale = unit ? Tensor() : std::move(scale);  // a pure shift stays a bias
       e.shift = std::move(shift);
     } else if (node.op == Op::relu) {
       e.act = Act::relu;

@@ -55,6 +55,15 @@ struct PoolDesc {
   Shape dst_shape(const Shape& item) const;  ///< [C, H, W] -> [C, OH, OW]
 };
 
+/// A batch norm's parameters and running statistics (PyTorch semantics: running_var is
+/// updated with the unbiased batch variance; momentum weighs the new batch).
+struct BatchNormParams {
+  Tensor gamma, beta, mean, var;
+  double eps = 1e-5;
+  double momentum = 0.1;
+  bool present() const { return !gamma.empty(); }
+};
+
 struct Node {
   Op op = Op::identity;
   std::string name;
@@ -71,6 +80,7 @@ struct Node {
   float pad_value = 0;            ///< pad
   float lo = 0, hi = 0;           ///< clip
   Tensor scale, shift;            ///< batch_norm: y = scale[c] x + shift[c]
+  BatchNormParams bn;             ///< batch_norm from a real batch norm (trainable)
 
   bool is_linear() const { return op == Op::conv || op == Op::dense; }
 };
@@ -96,7 +106,10 @@ class Graph {
   int unary(Op op, int x, const std::string& name);
   int clip(int x, float lo, float hi, const std::string& name);
   int pool(Op op, int x, PoolDesc p, const std::string& name);
+  /// A fixed per-channel affine map (e.g. a constant added by an ONNX Add).
   int batch_norm(int x, Tensor scale, Tensor shift, const std::string& name);
+  /// A batch norm with its parameters and running statistics.
+  int batch_norm(int x, BatchNormParams params, const std::string& name);
   int reshape(int x, const Shape& item, const std::string& name);
   int pad(int x, std::array<int64_t, 4> pads, float value, const std::string& name);
   int add_values(int a, int b, const std::string& name);
@@ -107,6 +120,8 @@ class Graph {
   const Shape& output_shape() const { return nodes_[static_cast<size_t>(output_)].shape; }
   const std::vector<Node>& nodes() const { return nodes_; }
   const Node& node(int id) const { return nodes_[static_cast<size_t>(id)]; }
+  /// For training: the trainable parameters (biases, batch norms) change in place.
+  Node& mutable_node(int id) { return nodes_[static_cast<size_t>(id)]; }
 
   /// The linear layers' weights. The host moves them to their holder (the accelerator, or
   /// the trusted runtime in `tee` mode) before running; the graph keeps only their shapes.
@@ -118,8 +133,9 @@ class Graph {
   int64_t macs() const;
 
   /// Merges batch norm and activations that directly follow a linear node (its only
-  /// consumer) into the node's epilogue, and drops identity nodes.
-  void fuse();
+  /// consumer) into the node's epilogue, and drops identity nodes. For training, batch
+  /// norms with statistics stay separate (they are computed over the batch).
+  void fuse(bool training = false);
   /// Per node, the last node that reads its value (the output: nodes().size()).
   std::vector<int> last_uses() const;
   std::string summary() const;
@@ -130,5 +146,9 @@ class Graph {
   std::vector<Shape> weight_shapes_;
   int output_ = 0;
 };
+
+/// Recomputes a batch norm node's inference affine map (scale, shift) from its parameters
+/// and running statistics.
+void refresh_batch_norm(Node& n);
 
 }  // namespace darknight::nn

@@ -332,19 +332,17 @@ class Importer {
     if (attr_int(n, "training_mode").value_or(0) != 0)
       fail(where, "training_mode = 1 is not supported at inference");
     const int x = data(n.input(0), where);
-    const Tensor &gamma = floats(n.input(1), where), &beta = floats(n.input(2), where);
-    const Tensor &mean = floats(n.input(3), where), &var = floats(n.input(4), where);
-    const double eps = attr_float(n, "epsilon").value_or(1e-5f);
+    BatchNormParams p;
+    p.gamma = floats(n.input(1), where).clone(), p.beta = floats(n.input(2), where).clone();
+    p.mean = floats(n.input(3), where).clone(), p.var = floats(n.input(4), where).clone();
+    p.eps = attr_float(n, "epsilon").value_or(1e-5f);
+    // ONNX momentum weighs the running value (PyTorch's momentum = 1 - ONNX's).
+    p.momentum = 1.0 - attr_float(n, "momentum").value_or(0.9f);
     const int64_t c = shape_of(x)[0];
-    for (const Tensor* t : {&gamma, &beta, &mean, &var})
+    for (const Tensor* t : {&p.gamma, &p.beta, &p.mean, &p.var})
       if (t->numel() != c) fail(where, "parameters must have {} values", c);
-    Tensor scale(Shape{c}), shift(Shape{c});
-    for (int64_t i = 0; i < c; ++i) {
-      const double s = gamma[i] / std::sqrt(static_cast<double>(var[i]) + eps);
-      scale[i] = static_cast<float>(s);
-      shift[i] = static_cast<float>(beta[i] - mean[i] * s);
-    }
-    set(n, g().batch_norm(x, std::move(scale), std::move(shift), n.name()));
+    for (Tensor* t : {&p.gamma, &p.beta, &p.mean, &p.var}) t->reshape(Shape{c});
+    set(n, g().batch_norm(x, std::move(p), n.name()));
   }
 
   void flatten(const onnx::NodeProto& n, const std::string& where) {

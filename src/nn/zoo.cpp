@@ -35,12 +35,14 @@ class Builder {
     init_normal(w, splitmix64(seed_ + ++layer_), std::sqrt(2.0 / double(in)));
     return g_.dense(x, out, std::move(w), Tensor(Shape{out}), name);
   }
-  /// Batch norm with freshly initialised statistics (mean 0, var 1, gamma 1, beta 0).
+  /// Batch norm as PyTorch initialises it (gamma 1, beta 0, running mean 0, var 1).
   int bn(int x, const std::string& name) {
     const int64_t c = g_.node(x).shape[0];
-    Tensor scale(Shape{c}), shift(Shape{c});
-    scale.fill(static_cast<float>(1.0 / std::sqrt(1.0 + 1e-5)));
-    return g_.batch_norm(x, std::move(scale), std::move(shift), name);
+    BatchNormParams p;
+    p.gamma = Tensor(Shape{c}), p.beta = Tensor(Shape{c});
+    p.mean = Tensor(Shape{c}), p.var = Tensor(Shape{c});
+    p.gamma.fill(1.0f), p.var.fill(1.0f);
+    return g_.batch_norm(x, std::move(p), name);
   }
   int relu(int x, const std::string& name) { return g_.unary(Op::relu, x, name); }
   int relu6(int x, const std::string& name) { return g_.clip(x, 0.0f, 6.0f, name); }

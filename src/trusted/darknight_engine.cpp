@@ -4,19 +4,39 @@
 
 namespace darknight::trusted {
 namespace {
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+Tensor batch_of(int64_t m, const Shape& item) {
+  std::vector<int64_t> dims{m};
+  for (int64_t d : item.dims()) dims.push_back(d);
+  return Tensor::uninitialized(Shape(std::span<const int64_t>(dims)));
+}
+
+Shape item_of(const Shape& s) {
+  return Shape(s.dims().subspan(1));
+}
+
+RowEpilogue fused(const nn::Epilogue& e) {
+  if (e.empty()) return {};
+  return [&e](float* row, int64_t b, int64_t end) { e.apply(row, b, end); };
+}
+
 }  // namespace
 
 DarKnightEngine::DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
-                                 int64_t precompute_bytes)
+                                 int64_t precompute_bytes, GradDecode grad_decode)
     : be_(backend),
       pool_(precompute_bytes > 0 ? std::make_unique<PooledSource>(
                                        rng, opts.noise, opts.mixing_scale, precompute_bytes)
                                  : nullptr),
       encoder_(pool_ ? Encoder(opts, *pool_) : Encoder(opts, rng)),
-      buffers_(backend, opts.precision) {}
+      train_encoder_(opts, rng),
+      grad_decode_(grad_decode),
+      buffers_(backend, opts.precision),
+      train_inputs_(backend, opts.precision) {}
 
 DarKnightEngine::~DarKnightEngine() = default;
 
@@ -60,79 +80,268 @@ Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, i
           (k + 1) * std::min(node.shape.numel(), tile) * e + acc};
 }
 
+int64_t DarKnightEngine::backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t,
+                                                int k) const {
+  // Delta pieces going out, input-gradient pieces coming back, and in the paper's
+  // gradient decode K + 1 pieces of weight gradients with their f64 sum.
+  const int64_t e = static_cast<int64_t>(dtype_size(encoder_.options().precision));
+  const int64_t tile = encoder_.options().stream_tile;
+  const int64_t w =
+      node.is_linear()
+          ? (node.op == nn::Op::conv ? node.conv.weight_shape() : node.dense.weight_shape()).numel()
+          : 0;
+  const int64_t grads = grad_decode_ == GradDecode::trusted
+                            ? (k + 1) * std::min(w, tile) * e + std::min(w, tile) * 8
+                            : 0;
+  return std::max({(k + 1) * std::min(node.shape.numel(), tile) * e,
+                   (k + 1) * std::min(in_numel, tile) * e, grads}) +
+         64 * 2048 * 8;
+}
+
 template <typename T>
-Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consume,
-                                  RunStats& stats) {
-  const int64_t m = src.shape()[0];
-  const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
-  accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
-  const int64_t s_in = src.shape().item_numel();
-  std::vector<Mixing> secrets;
-  double transfer = 0;
-  // Encode and upload piece by piece: the accelerator gathers every mixture.
-  double t0 = now();
-  encoder_.encode<T>(src, secrets, [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
-    const double u0 = now();
+MixtureSink<T> DarKnightEngine::uploader(accel::Buffer& dst, int64_t item, double& seconds,
+                                         RunStats& stats) {
+  return [this, &dst, item, &seconds, &stats](const BlindedT<T>& rows, int64_t first, int64_t e0) {
+    const double t0 = now();
     const int64_t n = rows.shape()[0], len = rows.shape()[1];
-    if (len == s_in) {
-      be_.upload(rows, 0, n * len, in, first * s_in);
+    if (len == item) {
+      be_.upload(rows, 0, n * len, dst, first * item);
     } else {
-      for (int64_t r = 0; r < n; ++r) be_.upload(rows, r * len, len, in, (first + r) * s_in + e0);
+      for (int64_t r = 0; r < n; ++r) be_.upload(rows, r * len, len, dst, (first + r) * item + e0);
     }
     be_.wait();  // `rows` is freed when this returns
     stats.bytes_to_accelerator += static_cast<int64_t>(rows.bytes());
-    transfer += now() - u0;
-  });
-  if (consume) src = Tensor();  // the plaintext input is no longer needed
-  double t1 = now();
-  stats.times.encode += t1 - t0 - transfer;
+    seconds += now() - t0;
+  };
+}
+
+template <typename T>
+OutputFetch<T> DarKnightEngine::downloader(const accel::Buffer& src, int64_t item, double& seconds,
+                                           RunStats& stats) {
+  return [this, &src, item, &seconds, &stats](TensorT<T>& rows, int64_t first, int64_t e0) {
+    const double t0 = now();
+    const int64_t n = rows.shape()[0], len = rows.shape()[1];
+    if (len == item) {
+      be_.download(src, first * item, n * len, rows, 0);
+    } else {
+      for (int64_t r = 0; r < n; ++r)
+        be_.download(src, (first + r) * item + e0, len, rows, r * len);
+    }
+    be_.wait();
+    stats.bytes_from_accelerator += static_cast<int64_t>(rows.bytes());
+    seconds += now() - t0;
+  };
+}
+
+const accel::Buffer& DarKnightEngine::apply(const nn::Node& node, const accel::Buffer& in) {
   const accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
-  accel::Buffer* out;
   if (node.op == nn::Op::conv) {
-    out = &buffers_.get(1, node.conv.dst_shape(in.shape()));
-    be_.conv2d_forward(node.conv, in, w, *out);
-  } else {
-    out = &buffers_.get(1, node.dense.dst_shape(in.shape()));
-    be_.dense_forward(node.dense, in, w, *out);
+    accel::Buffer& out = buffers_.get(1, node.conv.dst_shape(in.shape()));
+    be_.conv2d_forward(node.conv, in, w, out);
+    return out;
   }
+  accel::Buffer& out = buffers_.get(1, node.dense.dst_shape(in.shape()));
+  be_.dense_forward(node.dense, in, w, out);
+  return out;
+}
+
+template <typename T>
+Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consume,
+                                  RunStats& stats) {
+  const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
+  const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
+  accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
+  std::vector<Mixing> secrets;
+  double up = 0, down = 0;
+  // Encode and upload piece by piece: the accelerator gathers every mixture.
+  const double t0 = now();
+  encoder_.encode<T>(src, secrets, uploader<T>(in, s_in, up, stats));
+  if (consume) src = Tensor();  // the plaintext input is no longer needed
+  const double t1 = now();
+  const accel::Buffer& out = apply(node, in);
   be_.wait();
   stats.accelerator_calls += 1;
   const double t2 = now();
-  stats.times.accelerator += t2 - t1 + transfer;
   // Download and decode piece by piece, the epilogue fused in.
-  const int64_t s_out = node.shape.numel();
-  std::vector<int64_t> dims{m};
-  for (int64_t d : node.shape.dims()) dims.push_back(d);
-  Tensor dst = Tensor::uninitialized(Shape(std::span<const int64_t>(dims)));
-  transfer = 0;
-  const nn::Epilogue& epi = node.epilogue;
-  encoder_.decode<T>(
-      secrets, dst,
-      [&](TensorT<T>& rows, int64_t first, int64_t e0) {
-        const double d0 = now();
-        const int64_t n = rows.shape()[0], len = rows.shape()[1];
-        if (len == s_out) {
-          be_.download(*out, first * s_out, n * len, rows, 0);
-        } else {
-          for (int64_t r = 0; r < n; ++r)
-            be_.download(*out, (first + r) * s_out + e0, len, rows, r * len);
-        }
-        be_.wait();
-        stats.bytes_from_accelerator += static_cast<int64_t>(rows.bytes());
-        transfer += now() - d0;
-      },
-      epi.empty() ? RowEpilogue{} : RowEpilogue([&epi](float* row, int64_t b, int64_t e) {
-        epi.apply(row, b, e);
-      }));
+  Tensor dst = batch_of(m, node.shape);
+  encoder_.decode<T>(secrets, dst, downloader<T>(out, node.shape.numel(), down, stats),
+                     fused(node.epilogue));
   const double t3 = now();
-  stats.times.decode += t3 - t2 - transfer;
-  stats.times.accelerator += transfer;
+  stats.times.encode += t1 - t0 - up;
+  stats.times.accelerator += t2 - t1 + up + down;
+  stats.times.decode += t3 - t2 - down;
   return dst;
 }
 
 Tensor DarKnightEngine::forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) {
   return encoder_.options().precision == DType::f32 ? forward_t<float>(node, src, consume, stats)
                                                     : forward_t<double>(node, src, consume, stats);
+}
+
+template <typename T>
+Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunStats& stats) {
+  const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
+  const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
+  Kept& kept = kept_[node.weights];
+  kept.secrets.clear();
+  kept.in_shape = src.shape().with_batch(mixtures);
+  // The layer's input mixtures stay on the accelerator for the weight gradient.
+  accel::Buffer& in = train_inputs_.get(node.weights, kept.in_shape);
+  double up = 0, down = 0;
+  const double t0 = now();
+  train_encoder_.encode_inputs<T>(src, kept.secrets, uploader<T>(in, s_in, up, stats));
+  const double t1 = now();
+  const accel::Buffer& out = apply(node, in);
+  be_.wait();
+  stats.accelerator_calls += 1;
+  const double t2 = now();
+  Tensor dst = batch_of(m, node.shape);
+  train_encoder_.decode_outputs<T>(
+      kept.secrets, dst, downloader<T>(out, node.shape.numel(), down, stats), fused(node.epilogue));
+  const double t3 = now();
+  stats.times.encode += t1 - t0 - up;
+  stats.times.accelerator += t2 - t1 + up + down;
+  stats.times.decode += t3 - t2 - down;
+  return dst;
+}
+
+Tensor DarKnightEngine::forward_train(const nn::Node& node, Tensor& src, RunStats& stats) {
+  return encoder_.options().precision == DType::f32 ? forward_train_t<float>(node, src, stats)
+                                                    : forward_train_t<double>(node, src, stats);
+}
+
+template <typename T>
+Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bool input_grad,
+                                   RunStats& stats) {
+  const auto it = kept_.find(node.weights);
+  DK_CHECK(it != kept_.end(), "backward of layer '{}' without its forward pass", node.name);
+  const Kept& kept = it->second;
+  const bool folded = grad_decode_ == GradDecode::folded;
+  const int64_t m = delta.shape()[0], s_out = node.shape.numel();
+  const int64_t s_in = kept.in_shape.item_numel(), mixtures = kept.in_shape[0];
+  accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
+  const accel::Buffer& in = train_inputs_.get(node.weights, kept.in_shape);
+  OpTimes& t = stats.backward_times;
+  double up = 0, down = 0;
+
+  // Mix the deltas (no noise) and send them.
+  double t0 = now();
+  accel::Buffer& dd = buffers_.get(2, delta.shape().with_batch(mixtures));
+  train_encoder_.encode_deltas<T>(delta, kept.secrets, folded, uploader<T>(dd, s_out, up, stats));
+  double t1 = now();
+  t.encode += t1 - t0 - up;
+  t.accelerator += up;
+
+  // (a) Input gradients: W^T dbar_j, decoded with A's left inverse.
+  Tensor dx;
+  if (input_grad) {
+    t0 = now();
+    accel::Buffer& dxb = buffers_.get(3, kept.in_shape);
+    if (node.op == nn::Op::conv)
+      be_.conv2d_backward_data(node.conv, dd, w, dxb);
+    else
+      be_.dense_backward_data(node.dense, dd, w, dxb);
+    be_.wait();
+    stats.accelerator_calls += 1;
+    t1 = now();
+    t.accelerator += t1 - t0;
+    dx = batch_of(m, item_of(kept.in_shape));
+    down = 0;
+    train_encoder_.decode_input_grads<T>(kept.secrets, dx, downloader<T>(dxb, s_in, down, stats),
+                                         folded);
+    const double t2 = now();
+    t.decode += t2 - t1 - down;
+    t.accelerator += down;
+  }
+
+  // (b) Weight gradients.
+  const Shape ws = node.op == nn::Op::conv ? node.conv.weight_shape() : node.dense.weight_shape();
+  auto backward_weights = [&](const accel::Buffer& x, const accel::Buffer& d, accel::Buffer& g) {
+    if (node.op == nn::Op::conv)
+      be_.conv2d_backward_weights(node.conv, x, d, g);
+    else
+      be_.dense_backward_weights(node.dense, x, d, g);
+  };
+  if (folded) {
+    // sum_j Eq_j over every mixture of the pass is the gradient: it stays on the accelerator.
+    t0 = now();
+    accel::Buffer& g = buffers_.get(4, ws);
+    backward_weights(in, dd, g);
+    be_.accumulate_grad(w, g);
+    be_.wait();
+    stats.accelerator_calls += 1;
+    t.accelerator += now() - t0;
+    return dx;
+  }
+  // The paper's decode: per virtual batch, the accelerator returns every Eq_j and the
+  // trusted side sums gamma_j Eq_j, piece by piece, into the pending gradient.
+  const int64_t wn = ws.numel();
+  int64_t first = 0;
+  for (const TrainingMixing& tm : kept.secrets) {
+    const int n = tm.k() + 1;
+    t0 = now();
+    auto xv = be_.view(const_cast<accel::Buffer&>(in), kept.in_shape.with_batch(n), first * s_in);
+    auto dv = be_.view(dd, dd.shape().with_batch(n), first * s_out);
+    std::vector<int64_t> eq_dims{n};
+    for (int64_t d : ws.dims()) eq_dims.push_back(d);
+    accel::Buffer& eq = buffers_.get(5, Shape(std::span<const int64_t>(eq_dims)));
+    backward_weights(*xv, *dv, eq);
+    be_.wait();
+    stats.accelerator_calls += 1;
+    t1 = now();
+    t.accelerator += t1 - t0;
+    double fetch = 0, give = 0;
+    int64_t e0 = 0;
+    for (int64_t len : stream_pieces(wn, encoder_.options().stream_tile)) {
+      double f0 = now();
+      auto rows = TensorT<T>::uninitialized(Shape{n, len});
+      for (int j = 0; j < n; ++j) be_.download(eq, j * wn + e0, len, rows, j * len);
+      be_.wait();
+      stats.bytes_from_accelerator += static_cast<int64_t>(rows.bytes());
+      fetch += now() - f0;
+      Tensor64 sum(Shape{len});
+      for (int j = 0; j < n; ++j) {
+        const double gj = tm.gamma(j);
+        const T* r = rows.data() + j * len;
+#pragma omp parallel for schedule(static)
+        for (int64_t e = 0; e < len; ++e) sum[e] += gj * static_cast<double>(r[e]);
+      }
+      f0 = now();
+      be_.accumulate_grad(w, sum, e0);
+      give += now() - f0;
+      e0 += len;
+    }
+    const double t2 = now();
+    t.decode += t2 - t1 - fetch - give;
+    t.accelerator += fetch + give;
+    first += n;
+  }
+  return dx;
+}
+
+Tensor DarKnightEngine::backward(const nn::Node& node, const Tensor& delta, bool input_grad,
+                                 RunStats& stats) {
+  return encoder_.options().precision == DType::f32
+             ? backward_t<float>(node, delta, input_grad, stats)
+             : backward_t<double>(node, delta, input_grad, stats);
+}
+
+void DarKnightEngine::step(const SgdParams& p) {
+  for (auto& w : weights_) be_.sgd_step(*w, p);
+  be_.wait();
+}
+
+Tensor DarKnightEngine::read_weights(int index) {
+  return be_.read_weights(*weights_.at(static_cast<size_t>(index)));
+}
+Tensor64 DarKnightEngine::read_grad(int index) {
+  return be_.read_grad(*weights_.at(static_cast<size_t>(index)));
+}
+Tensor DarKnightEngine::read_momentum(int index) {
+  return be_.read_momentum(*weights_.at(static_cast<size_t>(index)));
+}
+void DarKnightEngine::write_momentum(int index, const Tensor& momentum) {
+  be_.write_momentum(*weights_.at(static_cast<size_t>(index)), momentum);
 }
 
 }  // namespace darknight::trusted

@@ -1,7 +1,10 @@
 // DarKnight's linear layers: encode the inputs of each virtual batch with fresh secrets,
-// let the untrusted accelerator apply W to the mixtures, decode with the epilogue fused in.
+// let the untrusted accelerator apply W to the mixtures, decode with the epilogue fused in;
+// in training, the blinded backward pass of section 3.2 as well.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "accel/arena.h"
@@ -9,16 +12,23 @@
 #include "trusted/codec.h"
 #include "trusted/runtime.h"
 #include "trusted/secrets.h"
+#include "trusted/training_codec.h"
 
 namespace darknight::trusted {
 
-class DarKnightEngine final : public LinearEngine {
+/// How the trusted side obtains a virtual batch's weight gradient (docs/SECURITY.md):
+/// `trusted`, the paper's: the accelerator returns every Eq_j and the trusted side sums
+/// gamma_j Eq_j; `folded`: gamma_j is folded into the deltas, and the accelerator's
+/// ordinary backward-weights returns the sum, which stays on the accelerator.
+enum class GradDecode { trusted, folded };
+
+class DarKnightEngine final : public TrainEngine {
  public:
   /// `backend` is the untrusted accelerator; `rng` the trusted generator. With
-  /// `precompute_bytes` > 0 the secrets are drawn ahead on a background thread, holding at
-  /// most that many bytes of noise.
+  /// `precompute_bytes` > 0 inference secrets are drawn ahead on a background thread,
+  /// holding at most that many bytes of noise.
   DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
-                  int64_t precompute_bytes = 0);
+                  int64_t precompute_bytes = 0, GradDecode grad_decode = GradDecode::trusted);
   ~DarKnightEngine() override;
 
   std::string name() const override { return "darknight"; }
@@ -30,15 +40,49 @@ class DarKnightEngine final : public LinearEngine {
   void begin_pass(const nn::Graph& g, int64_t items) override;
   Tensor forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) override;
 
+  Tensor forward_train(const nn::Node& node, Tensor& src, RunStats& stats) override;
+  Tensor backward(const nn::Node& node, const Tensor& delta, bool input_grad,
+                  RunStats& stats) override;
+  int64_t backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+                                 int k) const override;
+  void step(const SgdParams& p) override;
+  void end_step() override { kept_.clear(); }
+  Tensor read_weights(int index) override;
+  Tensor read_momentum(int index) override;
+  void write_momentum(int index, const Tensor& momentum) override;
+  Tensor64 read_grad(int index) override;
+
  private:
   template <typename T>
   Tensor forward_t(const nn::Node& node, Tensor& src, bool consume, RunStats& stats);
+  template <typename T>
+  Tensor forward_train_t(const nn::Node& node, Tensor& src, RunStats& stats);
+  template <typename T>
+  Tensor backward_t(const nn::Node& node, const Tensor& delta, bool input_grad, RunStats& stats);
+  /// Sends pieces of mixtures to `dst` (items of `item` elements), timing the copies.
+  template <typename T>
+  MixtureSink<T> uploader(accel::Buffer& dst, int64_t item, double& seconds, RunStats& stats);
+  /// Fetches pieces of outputs from `src`, timing the copies.
+  template <typename T>
+  OutputFetch<T> downloader(const accel::Buffer& src, int64_t item, double& seconds,
+                            RunStats& stats);
+  /// Runs the node's linear op on `in` into a buffer of the arena's slot 1.
+  const accel::Buffer& apply(const nn::Node& node, const accel::Buffer& in);
+  /// What a layer's last forward_train() kept for its backward pass.
+  struct Kept {
+    std::vector<TrainingMixing> secrets;
+    Shape in_shape;  ///< of the mixtures on the accelerator
+  };
 
   accel::Backend& be_;
   std::unique_ptr<PooledSource> pool_;
   Encoder encoder_;
+  TrainingEncoder train_encoder_;
+  GradDecode grad_decode_;
   std::vector<accel::WeightsPtr> weights_;
-  accel::BufferArena buffers_;  // slot 0: input mixtures, 1: output mixtures
+  accel::BufferArena buffers_;       // 0: input mixtures, 1: outputs, 2-5: backward pass
+  accel::BufferArena train_inputs_;  // per layer (weights index): its input mixtures
+  std::map<int, Kept> kept_;
 };
 
 }  // namespace darknight::trusted

@@ -37,7 +37,7 @@ Shape batched(int64_t n, const Shape& item) {
 Runtime::Runtime(nn::Graph graph, LinearEngine& engine, RuntimeOptions opts)
     : graph_(std::move(graph)), engine_(engine), opts_(std::move(opts)) {
   DK_CHECK(opts_.memory_budget > 0, "the enclave memory budget must be positive");
-  graph_.fuse();
+  graph_.fuse(opts_.training);
   last_use_ = graph_.last_uses();
   const MeterScope scope(&meter_);
   engine_.load(graph_);

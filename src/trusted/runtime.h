@@ -20,7 +20,8 @@ struct OpTimes {
 };
 
 struct RunStats {
-  OpTimes times;
+  OpTimes times;           ///< forward passes
+  OpTimes backward_times;  ///< backward passes (training)
   int64_t peak_trusted_bytes = 0;
   int64_t images = 0;
   int64_t chunk_images = 0;  ///< images per pass through the network
@@ -58,6 +59,34 @@ class LinearEngine {
   virtual Tensor forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) = 0;
 };
 
+/// A linear-layer engine that can also train: it keeps what the backward pass needs
+/// between a forward_train() and the matching backward(), and accumulates the weight
+/// gradients where the weights are.
+class TrainEngine : public LinearEngine {
+ public:
+  /// Like forward(), keeping the layer's inputs (on the accelerator) for backward().
+  virtual Tensor forward_train(const nn::Node& node, Tensor& src, RunStats& stats) = 0;
+  /// Given dL/d(linear result) [m, out...] of the last forward_train() of `node`, adds
+  /// dL/dW to the layer's pending gradient and returns dL/d(input) (empty when
+  /// `input_grad` is false).
+  virtual Tensor backward(const nn::Node& node, const Tensor& delta, bool input_grad,
+                          RunStats& stats) = 0;
+  /// Trusted bytes needed besides the activations to train `node` on `items` inputs.
+  virtual int64_t backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
+                                         int k) const = 0;
+  /// One SGD step on every layer with the pending gradients, then clears them.
+  virtual void step(const SgdParams& p) = 0;
+  /// Forgets what the forward passes kept.
+  virtual void end_step() = 0;
+  /// The weights and SGD momentum of linear layer `index` (checkpoints), and restoring
+  /// momentum.
+  virtual Tensor read_weights(int index) = 0;
+  virtual Tensor read_momentum(int index) = 0;
+  virtual void write_momentum(int index, const Tensor& momentum) = 0;
+  /// The pending gradient of linear layer `index` (tests and checks).
+  virtual Tensor64 read_grad(int index) = 0;
+};
+
 struct RuntimeOptions {
   int64_t memory_budget = int64_t{128} << 20;  ///< SGX's EPC
   bool enforce_budget = true;  ///< darknight: split batches to fit; tee/plain: report only
@@ -67,6 +96,8 @@ struct RuntimeOptions {
   /// Called with every linear layer's output for the chunk starting at `first` (for
   /// measuring per-layer error against a reference run).
   std::function<void(int node, int64_t first, const Tensor& value)> probe;
+  /// Keep batch norms with statistics separate (for training; see nn::Graph::fuse).
+  bool training = false;
 };
 
 class Runtime {
@@ -88,6 +119,10 @@ class Runtime {
 
   const RunStats& stats() const { return stats_; }
   const nn::Graph& graph() const { return graph_; }
+  nn::Graph& mutable_graph() { return graph_; }
+  RunStats& mutable_stats() { return stats_; }
+  MemoryMeter& meter() { return meter_; }
+  const std::vector<int>& last_uses() const { return last_use_; }
   void reset_stats() { stats_ = {}; }
 
  private:

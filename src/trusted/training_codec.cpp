@@ -1,0 +1,108 @@
+#include "trusted/training_codec.h"
+
+#include <Eigen/Dense>
+
+namespace darknight::trusted {
+
+TrainingMixing TrainingMixing::draw(int k, double scale, Csprng& rng) {
+  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  TrainingMixing t;
+  t.b_ = Mixing::draw(k, scale, rng);
+  const int n = k + 1;
+  t.gamma_.resize(static_cast<size_t>(n));
+  for (int j = 0; j < n; ++j) {
+    const uint64_t r = rng.next_u64();
+    const double u = 0.5 + static_cast<double>(r >> 11) * 0x1p-53;  // [0.5, 1.5)
+    t.gamma_[static_cast<size_t>(j)] = (r & 1) ? -u : u;
+  }
+  // A = Gamma^-1 B^-T [I_k; 0]: A[j][i] = (B^-1)[i][j] / gamma_j.
+  t.a_ = Coefficients(n, k);
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < k; ++i) t.a_(j, i) = t.b_.inv(i, j) / t.gamma_[static_cast<size_t>(j)];
+  // Left inverse (A^T A)^-1 A^T.
+  Mat a(n, k);
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < k; ++i) a(j, i) = t.a_(j, i);
+  const Mat pinv = (a.transpose() * a).ldlt().solve(a.transpose());
+  t.pinv_ = Coefficients(k, n);
+  for (int i = 0; i < k; ++i)
+    for (int j = 0; j < n; ++j) t.pinv_(i, j) = pinv(i, j);
+  a.setZero();
+  return t;
+}
+
+Coefficients TrainingMixing::delta_mixing(bool folded) const {
+  Coefficients c(k() + 1, k());
+  for (int j = 0; j <= k(); ++j)
+    for (int i = 0; i < k(); ++i) c(j, i) = (folded ? gamma(j) : 1.0) * a(j, i);
+  return c;
+}
+
+Coefficients TrainingMixing::delta_unmixing(bool folded) const {
+  // (Gamma A)^+ = A^+ Gamma^-1.
+  Coefficients c(k(), k() + 1);
+  for (int i = 0; i < k(); ++i)
+    for (int j = 0; j <= k(); ++j) c(i, j) = pinv_(i, j) / (folded ? gamma(j) : 1.0);
+  return c;
+}
+
+double TrainingMixing::identity(int i, int c) const {
+  double s = 0;
+  for (int j = 0; j <= k(); ++j) s += a(j, i) * gamma(j) * b_.a(j, c);
+  return s;
+}
+
+TrainingEncoder::TrainingEncoder(const CodecOptions& opts, Csprng& rng)
+    : Encoder(opts, rng), rng_(rng) {}
+
+template <typename T>
+void TrainingEncoder::encode_inputs(const Tensor& src, std::vector<TrainingMixing>& secrets,
+                                    const MixtureSink<T>& sink) {
+  std::vector<Coefficients> c;
+  for (int kv : split_virtual_batches(src.shape()[0], opts_.k)) {
+    secrets.push_back(TrainingMixing::draw(kv, opts_.mixing_scale, rng_));
+    c.push_back(secrets.back().forward().mixing());
+  }
+  mix<T>(src, c, true, sink);
+}
+
+template <typename T>
+void TrainingEncoder::decode_outputs(const std::vector<TrainingMixing>& secrets, Tensor& dst,
+                                     const OutputFetch<T>& fetch,
+                                     const RowEpilogue& epilogue) const {
+  std::vector<Coefficients> d;
+  for (const TrainingMixing& t : secrets) d.push_back(t.forward().unmixing());
+  unmix<T>(dst, d, fetch, epilogue);
+}
+
+template <typename T>
+void TrainingEncoder::encode_deltas(const Tensor& deltas,
+                                    const std::vector<TrainingMixing>& secrets, bool folded,
+                                    const MixtureSink<T>& sink) {
+  std::vector<Coefficients> c;
+  for (const TrainingMixing& t : secrets) c.push_back(t.delta_mixing(folded));
+  mix<T>(deltas, c, false, sink);
+}
+
+template <typename T>
+void TrainingEncoder::decode_input_grads(const std::vector<TrainingMixing>& secrets, Tensor& dst,
+                                         const OutputFetch<T>& fetch, bool folded) const {
+  std::vector<Coefficients> d;
+  for (const TrainingMixing& t : secrets) d.push_back(t.delta_unmixing(folded));
+  unmix<T>(dst, d, fetch, {});
+}
+
+#define DK_INSTANTIATE(T)                                                                       \
+  template void TrainingEncoder::encode_inputs<T>(const Tensor&, std::vector<TrainingMixing>&,  \
+                                                  const MixtureSink<T>&);                       \
+  template void TrainingEncoder::decode_outputs<T>(const std::vector<TrainingMixing>&, Tensor&, \
+                                                   const OutputFetch<T>&, const RowEpilogue&)   \
+      const;                                                                                    \
+  template void TrainingEncoder::encode_deltas<T>(                                              \
+      const Tensor&, const std::vector<TrainingMixing>&, bool, const MixtureSink<T>&);          \
+  template void TrainingEncoder::decode_input_grads<T>(                                         \
+      const std::vector<TrainingMixing>&, Tensor&, const OutputFetch<T>&, bool) const;
+DK_INSTANTIATE(float)
+DK_INSTANTIATE(double)
+
+}  // namespace darknight::trusted
