@@ -12,6 +12,7 @@
 #include "accel/backend.h"
 #include "conformance/node_tests.h"
 #include "infer.h"
+#include "train.h"
 
 namespace dk = darknight;
 
@@ -89,12 +90,15 @@ int main(int argc, char** argv) {
 
   dk::app::InferOptions infer_opts;
   auto* infer = dk::app::add_infer_command(app, infer_opts);
+  dk::app::TrainOptions train_opts;
+  auto* train = dk::app::add_train_command(app, train_opts);
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (*backends) return cmd_backends();
     if (*conf) return cmd_conformance(conf_backends, conf_precision, conf_dir);
     if (*infer) return dk::app::run_infer(infer_opts);
+    if (*train) return dk::app::run_train(train_opts);
     std::printf("%s", app.help().c_str());
     return 0;
   } catch (const std::exception& e) {

@@ -1,5 +1,7 @@
 #include "infer.h"
 
+#include "common.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -21,44 +23,16 @@ namespace {
 
 using nlohmann::json;
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+ModelSpec spec_of(const InferOptions& o) {
+  ModelSpec s;
+  s.model = o.model, s.input_size = o.input_size, s.classes = o.classes;
+  s.seed = o.seeded ? o.seed : 1;
+  s.weights = o.weights;
+  return s;
 }
 
 nn::Graph make_model(const InferOptions& o) {
-  if (ends_with(o.model, ".onnx")) return nn::import_onnx(o.model).value();
-  nn::ModelOptions mo;
-  mo.input_size = o.model == "fmnist-cnn" && o.input_size == 32 ? 28 : o.input_size;
-  mo.classes = o.classes;
-  mo.seed = o.seeded ? o.seed : 1;
-  return nn::build_model(o.model, mo);
-}
-
-/// A progress bar on stderr, drawn only when stderr is a terminal.
-class Progress {
- public:
-  explicit Progress(std::string what) : what_(std::move(what)), tty_(isatty(2)) {}
-  void update(int64_t done, int64_t total) {
-    if (!tty_) return;
-    const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(total, 1));
-    std::fprintf(stderr, "\r%s [%s%s] %lld/%lld", what_.c_str(), std::string(filled, '=').c_str(),
-                 std::string(width - filled, ' ').c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total));
-    if (done == total) std::fprintf(stderr, "\n");
-  }
-
- private:
-  std::string what_;
-  bool tty_;
-};
-
-int argmax(const float* p, int64_t n) {
-  return static_cast<int>(std::max_element(p, p + n) - p);
+  return app::make_model(spec_of(o));
 }
 
 struct Run {
@@ -126,40 +100,12 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
 
 }  // namespace
 
-int64_t parse_bytes(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    throw Error(fmt::format("'{}' is not a size in bytes (e.g. 134217728, 128MiB, 1GiB)", s));
-  }
-  const std::string unit = s.substr(used);
-  double mult = 1;
-  if (unit == "" || unit == "B")
-    mult = 1;
-  else if (unit == "KiB")
-    mult = 1024.0;
-  else if (unit == "MiB")
-    mult = 1048576.0;
-  else if (unit == "GiB")
-    mult = 1073741824.0;
-  else if (unit == "KB")
-    mult = 1e3;
-  else if (unit == "MB")
-    mult = 1e6;
-  else if (unit == "GB")
-    mult = 1e9;
-  else
-    throw Error(fmt::format("'{}': unknown unit '{}' (B, KiB, MiB, GiB, KB, MB, GB)", s, unit));
-  DK_CHECK(v > 0 && std::isfinite(v), "'{}' is not a positive size", s);
-  return static_cast<int64_t>(v * mult);
-}
-
 CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
   auto* c = app.add_subcommand("infer", "Private inference (DarKnight) or a baseline on a dataset");
   c->add_option("--model", o.model, "Built-in model or an ONNX file (.onnx)")
       ->capture_default_str();
+  c->add_option("--weights", o.weights,
+                "Trained parameters from `darknight train --save` for the model");
   c->add_option("--data", o.data,
                 "synthetic | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR (test split)")
       ->capture_default_str();
@@ -202,6 +148,8 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
                 "weakens secrecy)")
       ->each([&o](const std::string&) { o.seeded = true; });
   c->add_option("--report", o.report, "Write a JSON report to this file");
+  c->add_option("--predictions", o.predictions,
+                "Write each image's top-1 class (and label) to this CSV file");
   c->add_option("--enclave-memory", o.enclave_memory,
                 "Trusted memory budget (darknight: enforced; tee: reported)")
       ->capture_default_str();
@@ -389,6 +337,16 @@ int run_infer(const InferOptions& o) {
     for (const auto& l : rep["layers"])
       std::printf("    %-32s max relative error %.3e\n", l["layer"].get<std::string>().c_str(),
                   l["max_rel_error_vs_plain"].get<double>());
+  }
+  if (!o.predictions.empty()) {
+    std::ofstream f(o.predictions);
+    DK_CHECK(f.good(), "cannot write {}", o.predictions);
+    f << (ds.labels.empty() ? "image,prediction\n" : "image,prediction,label\n");
+    for (int64_t i = 0; i < n; ++i) {
+      f << i << "," << argmax(run.outputs.data() + i * classes, classes);
+      if (!ds.labels.empty()) f << "," << ds.labels[static_cast<size_t>(i)];
+      f << "\n";
+    }
   }
   if (!o.report.empty()) {
     std::ofstream f(o.report);

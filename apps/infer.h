@@ -9,6 +9,7 @@ namespace darknight::app {
 
 struct InferOptions {
   std::string model = "vgg16";
+  std::string weights;
   std::string data = "synthetic";
   std::string mode = "darknight";
   std::string accelerator = "cpu";
@@ -25,6 +26,7 @@ struct InferOptions {
   uint64_t seed = 0;
   bool seeded = false;
   std::string report;
+  std::string predictions;
   std::string enclave_memory = "128MiB";
   std::string normalize;
   int trusted_threads = 0;
@@ -35,8 +37,5 @@ struct InferOptions {
 /// Registers the subcommand's options on `app`.
 CLI::App* add_infer_command(CLI::App& app, InferOptions& o);
 int run_infer(const InferOptions& o);
-
-/// Parses "134217728", "128MiB", "1GiB", "512KiB" or "1.5GB" into bytes.
-int64_t parse_bytes(const std::string& s);
 
 }  // namespace darknight::app

@@ -10,9 +10,9 @@ packages=(
   # libraries (see README "Dependencies")
   libdnnl-dev libopenblas-openmp-dev libsodium-dev libcli11-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libonnx-dev libprotobuf-dev
+  libonnx-dev libprotobuf-dev libeigen3-dev
   # test data and tools
-  libonnx-testdata python3 python3-numpy python3-matplotlib
+  libonnx-testdata dataset-fashion-mnist python3 python3-numpy python3-matplotlib python3-onnx
 )
 
 missing=()

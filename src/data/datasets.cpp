@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -165,6 +166,11 @@ Result<Dataset> load(const std::string& spec, const LoadOptions& opts) {
     std::mt19937_64 rng(opts.seed);
     std::uniform_real_distribution<float> u(0.0f, 1.0f);
     for (int64_t i = 0; i < s.images.numel(); ++i) s.images[i] = u(rng);
+    if (opts.synthetic_classes > 0) {
+      s.classes = opts.synthetic_classes;
+      for (int64_t i = 0; i < n; ++i)
+        s.labels.push_back(static_cast<int>(rng() % static_cast<uint64_t>(s.classes)));
+    }
     return s;
   } else if (kind == "fashion-mnist") {
     d = fashion_mnist(dir.empty() ? "/usr/share/datasets/fashion-mnist" : dir, opts.split);
@@ -185,6 +191,47 @@ Result<Dataset> load(const std::string& spec, const LoadOptions& opts) {
   cut.images = Tensor(full.images.shape().with_batch(opts.limit), full.images.items(0, opts.limit));
   cut.labels.assign(full.labels.begin(), full.labels.begin() + opts.limit);
   return cut;
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int epoch) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  std::mt19937_64 rng(seed * 1000003 + static_cast<uint64_t>(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+Tensor gather(const Dataset& d, const std::vector<int64_t>& order, int64_t begin, int64_t count,
+              const Augment& aug, uint64_t seed, std::vector<int>& labels) {
+  const Shape& full = d.images.shape();
+  const int64_t item = full.item_numel();
+  Tensor batch = Tensor::uninitialized(full.with_batch(count));
+  labels.resize(static_cast<size_t>(count));
+  std::mt19937_64 rng(seed);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t src = order[static_cast<size_t>(begin + i)];
+    labels[static_cast<size_t>(i)] = d.labels.empty() ? 0 : d.labels[static_cast<size_t>(src)];
+    const float* in = d.images.data() + src * item;
+    float* out = batch.data() + i * item;
+    if (!aug.crop_flip || full.rank() != 4) {
+      std::copy(in, in + item, out);
+      continue;
+    }
+    const int64_t c = full[1], h = full[2], w = full[3];
+    const int64_t dy =
+        static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * aug.pad + 1)) - aug.pad;
+    const int64_t dx =
+        static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * aug.pad + 1)) - aug.pad;
+    const bool flip = rng() & 1;
+    for (int64_t k = 0; k < c; ++k)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+          const int64_t sy = y + dy, sx = (flip ? w - 1 - x : x) + dx;
+          out[(k * h + y) * w + x] =
+              (sy >= 0 && sy < h && sx >= 0 && sx < w) ? in[(k * h + sy) * w + sx] : 0.0f;
+        }
+  }
+  return batch;
 }
 
 Status normalize(Dataset& d, const std::string& spec) {

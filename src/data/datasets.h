@@ -24,6 +24,7 @@ struct LoadOptions {
   int64_t limit = 0;     ///< keep the first N examples (0: all)
   Shape synthetic_item;  ///< item shape of synthetic data ([C, H, W])
   int64_t synthetic_count = 64;
+  int synthetic_classes = 0;  ///< > 0: synthetic data gets random labels in 0..classes-1
   uint64_t seed = 1;
 };
 
@@ -33,6 +34,21 @@ Result<Dataset> load(const std::string& spec, const LoadOptions& opts);
 /// Parses "MEAN[,MEAN..]:STD[,STD..]" and normalises each channel: (x - mean) / std.
 /// One value applies to every channel.
 Status normalize(Dataset& d, const std::string& spec);
+
+/// The order of an epoch's examples: a permutation of 0..n-1 drawn from (seed, epoch),
+/// so a resumed run sees the same order.
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int epoch);
+
+/// Random crop (after zero padding by `pad`) and horizontal flip, per image, as
+/// torchvision's RandomCrop(size, padding) + RandomHorizontalFlip do.
+struct Augment {
+  bool crop_flip = false;
+  int pad = 4;
+};
+
+/// Images order[begin, begin + count) as a batch, augmented, with their labels.
+Tensor gather(const Dataset& d, const std::vector<int64_t>& order, int64_t begin, int64_t count,
+              const Augment& aug, uint64_t seed, std::vector<int>& labels);
 
 /// Decompresses a whole gzip file, verifying its CRC and length (zlib).
 Result<std::vector<unsigned char>> read_gzip(const std::string& path);

@@ -96,7 +96,7 @@ Graph Graph::clone() const {
   g.nodes_.clear();
   for (const Node& n : nodes_) {
     Node c;
-    c.op = n.op, c.name = n.name, c.inputs = n.inputs, c.shape = n.shape;
+    c.op = n.op, c.name = n.name, c.origin = n.origin, c.inputs = n.inputs, c.shape = n.shape;
     c.conv = n.conv, c.dense = n.dense, c.weights = n.weights;
     c.epilogue.scale = n.epilogue.scale.clone(), c.epilogue.shift = n.epilogue.shift.clone();
     c.epilogue.act = n.epilogue.act, c.epilogue.lo = n.epilogue.lo, c.epilogue.hi = n.epilogue.hi;
@@ -194,6 +194,7 @@ int Graph::add(Node n) {
   } catch (const std::out_of_range&) {
     throw Error(fmt::format("node '{}': weights index {} does not exist", n.name, n.weights));
   }
+  if (n.origin.empty()) n.origin = n.name;
   nodes_.push_back(std::move(n));
   output_ = static_cast<int>(nodes_.size()) - 1;
   return output_;

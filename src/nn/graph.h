@@ -66,7 +66,8 @@ struct BatchNormParams {
 
 struct Node {
   Op op = Op::identity;
-  std::string name;
+  std::string name;    ///< grows with what fusion merges into it ("conv1+relu1")
+  std::string origin;  ///< the name the node was built with, kept through fusion
   std::vector<int> inputs;
   Shape shape;  ///< output shape of one item (no batch dimension)
 

@@ -1,0 +1,87 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "nn/model_file.h"
+#include "nn/onnx_import.h"
+#include "nn/zoo.h"
+
+namespace darknight::app {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+nn::Graph make_model(const ModelSpec& s) {
+  const bool onnx = s.model.size() > 5 && s.model.compare(s.model.size() - 5, 5, ".onnx") == 0;
+  nn::Graph g = [&] {
+    if (onnx) return nn::import_onnx(s.model).value();
+    nn::ModelOptions mo;
+    mo.input_size = s.model == "fmnist-cnn" && s.input_size == 32 ? 28 : s.input_size;
+    mo.classes = s.classes;
+    mo.seed = s.seed;
+    return nn::build_model(s.model, mo);
+  }();
+  if (!s.weights.empty()) {
+    const nn::TensorFile file = nn::load_tensor_file(s.weights).value();
+    const std::string saved = file.meta.value("model", std::string());
+    DK_CHECK(saved.empty() || saved == s.model,
+             "{} holds a trained '{}', not '{}' (give --model {})", s.weights, saved, s.model,
+             saved);
+    const Status st = nn::apply_model_tensors(g, file);
+    DK_CHECK(st.ok(), "{}: {}", s.weights, st.message());
+  }
+  return g;
+}
+
+int64_t parse_bytes(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    throw Error(fmt::format("'{}' is not a size in bytes (e.g. 134217728, 128MiB, 1GiB)", s));
+  }
+  const std::string unit = s.substr(used);
+  double mult = 1;
+  if (unit == "" || unit == "B")
+    mult = 1;
+  else if (unit == "KiB")
+    mult = 1024.0;
+  else if (unit == "MiB")
+    mult = 1048576.0;
+  else if (unit == "GiB")
+    mult = 1073741824.0;
+  else if (unit == "KB")
+    mult = 1e3;
+  else if (unit == "MB")
+    mult = 1e6;
+  else if (unit == "GB")
+    mult = 1e9;
+  else
+    throw Error(fmt::format("'{}': unknown unit '{}' (B, KiB, MiB, GiB, KB, MB, GB)", s, unit));
+  DK_CHECK(v >= 0 && std::isfinite(v), "'{}' is not a size", s);
+  return static_cast<int64_t>(v * mult);
+}
+
+int argmax(const float* p, int64_t n) {
+  return static_cast<int>(std::max_element(p, p + n) - p);
+}
+
+Progress::Progress(std::string what) : what_(std::move(what)), tty_(isatty(2)) {}
+
+void Progress::update(int64_t done, int64_t total, const std::string& extra) {
+  if (!tty_) return;
+  const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(total, 1));
+  std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s", what_.c_str(), std::string(filled, '=').c_str(),
+               std::string(width - filled, ' ').c_str(), static_cast<long long>(done),
+               static_cast<long long>(total), extra.c_str());
+  if (done == total) std::fprintf(stderr, "\n");
+}
+
+}  // namespace darknight::app

@@ -1,0 +1,41 @@
+// Pieces shared by the darknight subcommands.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "nn/graph.h"
+
+namespace darknight::app {
+
+double now();
+
+/// Which model to build: a built-in name or an ONNX file, optionally with trained
+/// parameters from a DarKnight model file (`darknight train --save`).
+struct ModelSpec {
+  std::string model = "vgg16";
+  int64_t input_size = 32;
+  int64_t classes = 10;
+  uint64_t seed = 1;  ///< initial weights of built-in models
+  std::string weights;
+};
+/// Builds or imports the model and applies `weights` when given; throws Error.
+nn::Graph make_model(const ModelSpec& s);
+
+/// Parses "134217728", "128MiB", "1GiB", "512KiB" or "1.5GB" into bytes.
+int64_t parse_bytes(const std::string& s);
+
+int argmax(const float* p, int64_t n);
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string what);
+  void update(int64_t done, int64_t total, const std::string& extra = "");
+
+ private:
+  std::string what_;
+  bool tty_;
+};
+
+}  // namespace darknight::app

@@ -1,0 +1,373 @@
+#include "train.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "accel/backend.h"
+#include "baselines/engines.h"
+#include "common.h"
+#include "data/datasets.h"
+#include "nn/model_file.h"
+#include "nn/onnx_export.h"
+#include "trusted/darknight_engine.h"
+#include "trusted/trainer.h"
+
+namespace darknight::app {
+namespace {
+
+using nlohmann::json;
+
+/// The learning rate of an epoch: none | step:EVERY:GAMMA | cosine (over the run).
+double scheduled_lr(const TrainOptions& o, int epoch) {
+  if (o.lr_schedule == "none") return o.lr;
+  if (o.lr_schedule == "cosine")
+    return 0.5 * o.lr * (1 + std::cos(M_PI * epoch / std::max(1, o.epochs)));
+  int every = 0;
+  double gamma = 0;
+  if (std::sscanf(o.lr_schedule.c_str(), "step:%d:%lf", &every, &gamma) == 2 && every > 0)
+    return o.lr * std::pow(gamma, epoch / every);
+  throw Error(
+      fmt::format("--lr-schedule '{}': expected none, cosine or step:EVERY:GAMMA", o.lr_schedule));
+}
+
+json times_json(const trusted::OpTimes& t) {
+  return {{"encode", t.encode},
+          {"accelerator", t.accelerator},
+          {"decode", t.decode},
+          {"nonlinear", t.nonlinear}};
+}
+
+/// Top-1 accuracy of the trainer's model (evaluation mode) on a dataset.
+double evaluate(trusted::Trainer& t, const data::Dataset& d, int64_t batch) {
+  if (d.labels.empty()) return 0;
+  const int64_t n = d.images.shape()[0];
+  int64_t correct = 0;
+  for (int64_t start = 0; start < n; start += batch) {
+    const int64_t m = std::min(batch, n - start);
+    const Tensor x(d.images.shape().with_batch(m), d.images.items(start, m));
+    const Tensor y = t.predict(x);
+    const int64_t c = y.shape().item_numel();
+    for (int64_t i = 0; i < m; ++i)
+      correct += argmax(y.data() + i * c, c) == d.labels[static_cast<size_t>(start + i)];
+  }
+  return double(correct) / double(n);
+}
+
+/// The model and optimizer state, for --checkpoint, --save and --export.
+nn::TensorFile snapshot(trusted::Trainer& t, const ModelSpec& spec, bool with_optimizer) {
+  nn::TensorFile f;
+  f.meta["model"] = spec.model;
+  f.meta["input_size"] = spec.input_size;
+  f.meta["classes"] = spec.classes;
+  nn::add_model_tensors(
+      t.graph(), [&](int i) { return t.engine().read_weights(i); }, f);
+  if (with_optimizer) {
+    for (const nn::Node& n : t.graph().nodes())
+      if (n.is_linear()) {
+        Tensor m = t.engine().read_momentum(n.weights);
+        if (!m.empty()) f.tensors.emplace_back(n.origin + ".weight.momentum", std::move(m));
+      }
+    for (const trusted::TrustedParam& p : t.params())
+      if (!p.momentum.empty()) f.tensors.emplace_back(p.name + ".momentum", p.momentum.clone());
+  }
+  return f;
+}
+
+}  // namespace
+
+CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
+  auto* c = app.add_subcommand("train", "Private training (DarKnight) or a baseline on a dataset");
+  c->add_option("--model", o.model,
+                "Built-in model or an ONNX file (its initializers are the "
+                "initial weights)")
+      ->capture_default_str();
+  c->add_option("--weights", o.weights, "Start from parameters saved by --save");
+  c->add_option("--data", o.data,
+                "fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | synthetic (train split; "
+                "test accuracy on the test split)")
+      ->capture_default_str();
+  c->add_option("--mode", o.mode, "darknight | plain (unprotected) | tee (all in the enclave)")
+      ->check(CLI::IsMember({"darknight", "plain", "tee"}))
+      ->capture_default_str();
+  c->add_option("--accelerator", o.accelerator, "Untrusted accelerator backend")
+      ->check(CLI::IsMember(accel::backend_names()))
+      ->capture_default_str();
+  c->add_option("--epochs", o.epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--steps", o.steps, "Stop after this many SGD steps (0: run whole epochs)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--batch", o.batch, "Images per SGD step (B)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("-k,--virtual-batch", o.k, "Inputs mixed together (K, 1..16)")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  c->add_option("--lr", o.lr, "Learning rate")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--momentum", o.momentum, "SGD momentum")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--weight-decay", o.weight_decay, "L2 weight decay")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_flag("--nesterov", o.nesterov, "Nesterov momentum");
+  c->add_option("--lr-schedule", o.lr_schedule, "none | cosine | step:EVERY:GAMMA (per epoch)")
+      ->capture_default_str();
+  c->add_option("--noise-mean", o.noise_mean, "Mean of the blinding noise")->capture_default_str();
+  c->add_option("--noise-std", o.noise_std, "Standard deviation of the blinding noise")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--precision", o.precision, "Element type of the mixtures (and of plain/tee)")
+      ->check(CLI::IsMember({"f32", "f64"}))
+      ->capture_default_str();
+  c->add_option("--grad-decode", o.grad_decode,
+                "trusted (the paper's: Eq_j decoded by the trusted side) | folded (gamma in the "
+                "deltas: the gradient stays on the accelerator)")
+      ->check(CLI::IsMember({"trusted", "folded"}))
+      ->capture_default_str();
+  c->add_option("--checkpoint", o.checkpoint, "Directory for a checkpoint after every epoch");
+  c->add_flag("--resume", o.resume, "Continue from the checkpoint in --checkpoint");
+  c->add_option("--metrics", o.metrics, "Per-epoch metrics CSV");
+  c->add_option("--report", o.report, "JSON report");
+  c->add_option("--seed", o.seed,
+                "Seed weights, data order, augmentation and the trusted "
+                "generator (reproducible; weakens secrecy)")
+      ->each([&o](const std::string&) { o.seeded = true; });
+  c->add_option("--save", o.save, "Write the trained model (read by infer --weights)");
+  c->add_option("--export", o.export_onnx, "Write the trained model as ONNX");
+  c->add_option("--input-size", o.input_size, "Input height/width of built-in models")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("--classes", o.classes, "Classes of built-in models")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  c->add_option("--normalize", o.normalize, "Per-channel MEAN[,MEAN..]:STD[,STD..] of the inputs");
+  c->add_option(
+       "--augment", o.augment,
+       "auto (random crop + flip for colour images, none for greyscale) | none | crop-flip")
+      ->check(CLI::IsMember({"auto", "none", "crop-flip"}))
+      ->capture_default_str();
+  c->add_option("--enclave-memory", o.enclave_memory, "Trusted memory budget")
+      ->capture_default_str();
+  c->add_option("--trusted-threads", o.trusted_threads, "Threads of the trusted side (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--limit", o.limit, "Use the first N training examples")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--test-limit", o.test_limit, "Use the first N test examples")
+      ->check(CLI::NonNegativeNumber);
+  return c;
+}
+
+int run_train(const TrainOptions& o) {
+  if (o.seeded)
+    std::fprintf(stderr,
+                 "darknight: warning: --seed makes the blinding coefficients and noise "
+                 "reproducible; anyone who knows the seed can unblind. Use it for tests only.\n");
+  DK_CHECK(!o.resume || !o.checkpoint.empty(), "--resume needs --checkpoint DIR");
+  const uint64_t seed = o.seeded ? o.seed : 1;
+  ModelSpec spec;
+  spec.model = o.model, spec.input_size = o.input_size, spec.classes = o.classes;
+  spec.seed = seed, spec.weights = o.weights;
+  const std::string ckpt_path = o.checkpoint.empty() ? "" : o.checkpoint + "/checkpoint.dkm";
+  nn::TensorFile resume;
+  if (o.resume) {
+    resume = nn::load_tensor_file(ckpt_path).value();
+    DK_CHECK(resume.meta.value("model", std::string()) == o.model,
+             "{} is a checkpoint of '{}', not '{}'", ckpt_path,
+             resume.meta.value("model", std::string()), o.model);
+  }
+  nn::Graph model = make_model(spec);
+  if (o.resume) nn::apply_model_tensors(model, resume).throw_if_error();
+
+  // Data.
+  data::LoadOptions lo;
+  lo.synthetic_item = model.input_shape();
+  lo.synthetic_classes = static_cast<int>(model.output_shape().numel());
+  lo.seed = seed;
+  lo.split = data::Split::train;
+  lo.limit = o.limit;
+  lo.synthetic_count = 256;
+  data::Dataset train = data::load(o.data, lo).value();
+  lo.split = data::Split::test;
+  lo.limit = o.test_limit;
+  lo.synthetic_count = 64;
+  lo.seed = seed + 1;
+  data::Dataset test = data::load(o.data, lo).value();
+  if (!o.normalize.empty()) {
+    data::normalize(train, o.normalize).throw_if_error();
+    data::normalize(test, o.normalize).throw_if_error();
+  }
+  DK_CHECK(train.images.shape().item_numel() == model.input_shape().numel(),
+           "model {} takes {} inputs; {} images are {}", o.model, model.input_shape().str(),
+           train.name, train.images.shape().with_batch(1).str());
+  DK_CHECK(!train.labels.empty(), "training needs labelled data");
+  const data::Augment augment{
+      o.augment == "crop-flip" || (o.augment == "auto" && model.input_shape()[0] == 3), 4};
+
+  // Engine and trainer.
+  const DType dtype = o.precision == "f64" ? DType::f64 : DType::f32;
+  auto accel = accel::make_backend(o.accelerator);
+  std::unique_ptr<trusted::Csprng> rng;
+  std::unique_ptr<trusted::TrainEngine> engine;
+  trusted::RuntimeOptions ro;
+  ro.memory_budget = parse_bytes(o.enclave_memory);
+  ro.threads = o.trusted_threads;
+  if (o.mode == "darknight") {
+    trusted::CodecOptions co;
+    co.k = o.k, co.noise = {o.noise_mean, o.noise_std}, co.precision = dtype;
+    rng =
+        o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
+    engine = std::make_unique<trusted::DarKnightEngine>(
+        *accel, co, *rng, 0,
+        o.grad_decode == "folded" ? trusted::GradDecode::folded : trusted::GradDecode::trusted);
+  } else if (o.mode == "plain") {
+    engine = std::make_unique<baselines::PlainEngine>(*accel, dtype);
+    ro.enforce_budget = false;
+  } else {
+    engine = std::make_unique<baselines::TeeEngine>(dtype);
+    ro.enforce_budget = false;
+    ro.threads = 1;
+  }
+  trusted::Trainer trainer(std::move(model), *engine, ro);
+  json history = json::array();
+  int first_epoch = 0;
+  if (o.resume) {
+    for (const nn::Node& n : trainer.graph().nodes())
+      if (n.is_linear())
+        if (const Tensor* m = resume.find(n.origin + ".weight.momentum"))
+          engine->write_momentum(n.weights, *m);
+    for (trusted::TrustedParam& p : trainer.params())
+      if (const Tensor* m = resume.find(p.name + ".momentum")) p.momentum = m->clone();
+    first_epoch = resume.meta.at("epoch").get<int>() + 1;
+    history = resume.meta.value("epochs", json::array());
+    std::fprintf(stderr, "darknight: resuming from %s after epoch %d\n", ckpt_path.c_str(),
+                 first_epoch);
+  }
+  const int64_t per_pass = trainer.plan(std::min(o.batch, train.images.shape()[0]));
+  std::printf("%s training %s on %lld %s images, batch %lld (%lld per pass), K = %d\n",
+              o.mode.c_str(), o.model.c_str(), static_cast<long long>(train.images.shape()[0]),
+              train.name.c_str(), static_cast<long long>(o.batch), static_cast<long long>(per_pass),
+              o.k);
+
+  std::ofstream csv;
+  if (!o.metrics.empty()) {
+    const bool fresh = !o.resume || !std::filesystem::exists(o.metrics);
+    csv.open(o.metrics, fresh ? std::ios::trunc : std::ios::app);
+    DK_CHECK(csv.good(), "cannot write {}", o.metrics);
+    if (fresh) csv << "epoch,train_loss,train_accuracy,test_accuracy,seconds\n";
+  }
+  const double t_start = now();
+  double train_seconds = 0;
+  int64_t steps = 0;
+  const int64_t n = train.images.shape()[0];
+  for (int epoch = first_epoch; epoch < o.epochs; ++epoch) {
+    const SgdParams sgd{.lr = scheduled_lr(o, epoch),
+                        .momentum = o.momentum,
+                        .weight_decay = o.weight_decay,
+                        .nesterov = o.nesterov};
+    const std::vector<int64_t> order = data::epoch_order(n, seed, epoch);
+    Progress bar(fmt::format("epoch {}", epoch + 1));
+    const double e0 = now();
+    double loss = 0, epoch_train = 0;
+    int64_t correct = 0, seen = 0;
+    for (int64_t start = 0; start < n; start += o.batch) {
+      const int64_t m = std::min(o.batch, n - start);
+      std::vector<int> labels;
+      const Tensor x = data::gather(train, order, start, m, augment,
+                                    seed * 7919 + static_cast<uint64_t>(epoch * n + start), labels);
+      const double s0 = now();
+      const trusted::StepStats s = trainer.step(x, labels, sgd);
+      epoch_train += now() - s0;
+      loss += s.loss * double(m), correct += s.correct, seen += m;
+      bar.update(seen, n,
+                 fmt::format("loss {:.4f} acc {:.4f} {:.0f} img/s", loss / double(seen),
+                             double(correct) / double(seen), double(seen) / epoch_train));
+      if (o.steps && ++steps >= o.steps) break;
+    }
+    train_seconds += epoch_train;
+    const double test_acc = evaluate(trainer, test, o.batch);
+    const double seconds = now() - e0;
+    const json row = {{"epoch", epoch + 1},
+                      {"train_loss", loss / double(seen)},
+                      {"train_accuracy", double(correct) / double(seen)},
+                      {"test_accuracy", test_acc},
+                      {"seconds", seconds},
+                      {"train_seconds", epoch_train}};
+    history.push_back(row);
+    std::printf(
+        "epoch %d: train loss %.4f, train accuracy %.4f, test accuracy %.4f, %.1f s "
+        "(%.1f images/s)\n",
+        epoch + 1, loss / double(seen), double(correct) / double(seen), test_acc, seconds,
+        double(seen) / epoch_train);
+    if (csv.is_open())
+      csv << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.3f}\n", epoch + 1, loss / double(seen),
+                         double(correct) / double(seen), test_acc, seconds)
+          << std::flush;
+    if (!ckpt_path.empty()) {
+      std::filesystem::create_directories(o.checkpoint);
+      nn::TensorFile ck = snapshot(trainer, spec, true);
+      ck.meta["kind"] = "checkpoint";
+      ck.meta["epoch"] = epoch;
+      ck.meta["seed"] = seed;
+      ck.meta["epochs"] = history;
+      nn::save_tensor_file(ckpt_path, ck).throw_if_error();
+    }
+    if (o.steps && steps >= o.steps) break;
+  }
+  const double seconds = now() - t_start;
+  if (!o.save.empty()) {
+    nn::TensorFile f = snapshot(trainer, spec, false);
+    f.meta["kind"] = "model";
+    nn::save_tensor_file(o.save, f).throw_if_error();
+  }
+  if (!o.export_onnx.empty())
+    nn::export_onnx(
+        trainer.graph(), [&](int i) { return engine->read_weights(i); }, o.export_onnx)
+        .throw_if_error();
+  const trusted::RunStats& st = trainer.stats();
+  std::printf(
+      "  peak trusted memory %.1f MiB; forward: encode %.2f s, accelerator %.2f s, "
+      "decode %.2f s, non-linear %.2f s; backward: encode %.2f s, accelerator %.2f s, "
+      "decode %.2f s, non-linear %.2f s\n",
+      st.peak_trusted_bytes / 1048576.0, st.times.encode, st.times.accelerator, st.times.decode,
+      st.times.nonlinear, st.backward_times.encode, st.backward_times.accelerator,
+      st.backward_times.decode, st.backward_times.nonlinear);
+  if (!o.report.empty()) {
+    json rep;
+    rep["mode"] = o.mode;
+    rep["model"] = o.model;
+    rep["data"] = o.data;
+    rep["batch"] = o.batch;
+    rep["images_per_pass"] = per_pass;
+    if (o.mode == "darknight") {
+      rep["virtual_batch"] = o.k;
+      rep["noise_mean"] = o.noise_mean;
+      rep["noise_std"] = o.noise_std;
+      rep["grad_decode"] = o.grad_decode;
+    }
+    rep["precision"] = o.precision;
+    rep["epochs"] = history;
+    rep["final_test_accuracy"] =
+        history.empty() ? 0.0 : history.back()["test_accuracy"].get<double>();
+    rep["peak_trusted_bytes"] = st.peak_trusted_bytes;
+    rep["seconds"] = seconds;
+    rep["train_seconds"] = train_seconds;
+    rep["steps"] = steps;
+    rep["images"] = st.images;
+    rep["seconds_by_kind"] = {{"forward", times_json(st.times)},
+                              {"backward", times_json(st.backward_times)}};
+    rep["accelerator_calls"] = st.accelerator_calls;
+    rep["bytes_to_accelerator"] = st.bytes_to_accelerator;
+    rep["bytes_from_accelerator"] = st.bytes_from_accelerator;
+    std::ofstream f(o.report);
+    DK_CHECK(f.good(), "cannot write the report {}", o.report);
+    f << rep.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace darknight::app

@@ -1,0 +1,50 @@
+// `darknight train`: private training (DarKnight) or a baseline on a dataset.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+namespace darknight::app {
+
+struct TrainOptions {
+  std::string model = "fmnist-cnn";
+  std::string weights;
+  std::string data = "fashion-mnist";
+  std::string mode = "darknight";
+  std::string accelerator = "cpu";
+  int epochs = 1;
+  int64_t steps = 0;  ///< stop after this many steps (0: whole epochs)
+  int64_t batch = 64;
+  int k = 4;
+  double lr = 0.01;
+  double momentum = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  std::string lr_schedule = "none";
+  double noise_mean = 0.0;
+  double noise_std = 100.0;
+  std::string precision = "f32";
+  std::string grad_decode = "trusted";
+  std::string checkpoint;
+  bool resume = false;
+  std::string metrics;
+  std::string report;
+  uint64_t seed = 0;
+  bool seeded = false;
+  std::string save;
+  std::string export_onnx;
+  int64_t input_size = 32;
+  int64_t classes = 10;
+  std::string normalize;
+  std::string augment = "auto";
+  std::string enclave_memory = "128MiB";
+  int trusted_threads = 0;
+  int64_t limit = 0;
+  int64_t test_limit = 0;
+};
+
+CLI::App* add_train_command(CLI::App& app, TrainOptions& o);
+int run_train(const TrainOptions& o);
+
+}  // namespace darknight::app

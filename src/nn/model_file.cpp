@@ -1,0 +1,182 @@
+#include "nn/model_file.h"
+
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace darknight::nn {
+namespace {
+
+constexpr char kMagic[8] = {'D', 'K', 'M', 'O', 'D', 'E', 'L', '\0'};
+
+template <typename T>
+void put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+template <typename T>
+bool take(const std::string& in, size_t& pos, T& v) {
+  if (in.size() < pos + sizeof v) return false;
+  std::memcpy(&v, in.data() + pos, sizeof v);
+  pos += sizeof v;
+  return true;
+}
+
+/// Visits (name, tensor) for every parameter of the graph.
+template <typename F>
+void for_each_param(Graph& g, F&& f) {
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    Node& n = g.mutable_node(static_cast<int>(i));
+    if (n.is_linear()) {
+      f(n.origin + ".weight", nullptr, n.weights);
+      if (!n.epilogue.shift.empty()) f(n.origin + ".bias", &n.epilogue.shift, -1);
+    }
+    if (n.op == Op::batch_norm && n.bn.present()) {
+      f(n.origin + ".weight", &n.bn.gamma, -1);
+      f(n.origin + ".bias", &n.bn.beta, -1);
+      f(n.origin + ".running_mean", &n.bn.mean, -1);
+      f(n.origin + ".running_var", &n.bn.var, -1);
+    }
+  }
+}
+
+}  // namespace
+
+const Tensor* TensorFile::find(const std::string& name) const {
+  for (const auto& [n, t] : tensors)
+    if (n == name) return &t;
+  return nullptr;
+}
+
+Status save_tensor_file(const std::string& path, const TensorFile& file) {
+  nlohmann::json header;
+  header["meta"] = file.meta;
+  header["tensors"] = nlohmann::json::array();
+  uint64_t offset = 0;
+  for (const auto& [name, t] : file.tensors) {
+    header["tensors"].push_back(
+        {{"name", name},
+         {"shape", std::vector<int64_t>(t.shape().dims().begin(), t.shape().dims().end())},
+         {"offset", offset}});
+    offset += t.bytes();
+  }
+  const std::string h = header.dump();
+  std::string out(kMagic, sizeof kMagic);
+  put(out, kModelFileVersion);
+  put(out, static_cast<uint64_t>(h.size()));
+  out += h;
+  for (const auto& [name, t] : file.tensors)
+    out.append(reinterpret_cast<const char*>(t.data()), t.bytes());
+  put(out, static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(out.data()),
+                                       static_cast<uInt>(out.size()))));
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) return Status::error(fmt::format("cannot write {}", tmp));
+    f.write(out.data(), static_cast<std::streamsize>(out.size()));
+    f.flush();
+    if (!f) return Status::error(fmt::format("writing {} failed", tmp));
+  }
+  // Make the data durable before the rename makes it visible.
+  if (FILE* fp = std::fopen(tmp.c_str(), "rb")) {
+    ::fsync(fileno(fp));
+    std::fclose(fp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::error(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
+  return {};
+}
+
+Result<TensorFile> load_tensor_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::error(fmt::format("cannot open {}", path));
+  const std::string in((std::istreambuf_iterator<char>(f)), {});
+  auto bad = [&](const std::string& why) {
+    return Status::error(fmt::format("{}: not a valid DarKnight model file: {}", path, why));
+  };
+  if (in.size() < sizeof kMagic + 16 || std::memcmp(in.data(), kMagic, sizeof kMagic) != 0)
+    return bad("bad magic");
+  uint32_t crc_stored;
+  std::memcpy(&crc_stored, in.data() + in.size() - 4, 4);
+  const auto crc = static_cast<uint32_t>(
+      crc32(0L, reinterpret_cast<const Bytef*>(in.data()), static_cast<uInt>(in.size() - 4)));
+  if (crc != crc_stored) return bad("CRC mismatch (truncated or corrupted)");
+  size_t pos = sizeof kMagic;
+  uint32_t version = 0;
+  uint64_t hlen = 0;
+  take(in, pos, version);
+  take(in, pos, hlen);
+  if (version != kModelFileVersion)
+    return bad(fmt::format("version {} (this build reads {})", version, kModelFileVersion));
+  if (hlen > in.size() - pos - 4) return bad("header length past the end");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(in.substr(pos, hlen));
+  } catch (const std::exception& e) {
+    return bad(std::string("header is not JSON: ") + e.what());
+  }
+  pos += hlen;
+  const size_t data_size = in.size() - 4 - pos;
+  TensorFile out;
+  try {
+    out.meta = header.at("meta");
+    for (const auto& t : header.at("tensors")) {
+      const auto dims = t.at("shape").get<std::vector<int64_t>>();
+      const auto offset = t.at("offset").get<uint64_t>();
+      Shape shape;
+      try {
+        shape = Shape(std::span<const int64_t>(dims));
+      } catch (const Error& e) {
+        return bad(e.what());
+      }
+      const auto bytes = static_cast<uint64_t>(shape.numel()) * 4;
+      if (offset > data_size || bytes > data_size - offset)
+        return bad(fmt::format("tensor {} lies past the end of the data",
+                               t.at("name").get<std::string>()));
+      Tensor v = Tensor::uninitialized(shape);
+      std::memcpy(v.data(), in.data() + pos + offset, bytes);
+      out.tensors.emplace_back(t.at("name").get<std::string>(), std::move(v));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(std::string("malformed header: ") + e.what());
+  }
+  return out;
+}
+
+void add_model_tensors(const Graph& g, const std::function<Tensor(int)>& weights,
+                       TensorFile& file) {
+  for_each_param(const_cast<Graph&>(g), [&](const std::string& name, Tensor* t, int w) {
+    file.tensors.emplace_back(name, t ? t->clone() : weights(w));
+  });
+}
+
+Status apply_model_tensors(Graph& g, const TensorFile& file) {
+  Status status;
+  for_each_param(g, [&](const std::string& name, Tensor* t, int w) {
+    if (!status.ok()) return;
+    const Tensor* v = file.find(name);
+    const Shape want = t ? t->shape() : g.weight_shapes()[static_cast<size_t>(w)];
+    if (!v) {
+      status = Status::error(fmt::format("the model file has no tensor '{}'", name));
+    } else if (v->numel() != want.numel()) {
+      status = Status::error(fmt::format("tensor '{}' is {} in the file, the model needs {}", name,
+                                         v->shape().str(), want.str()));
+    } else {
+      Tensor c = v->clone();
+      c.reshape(want);
+      (t ? *t : g.weights()[static_cast<size_t>(w)]) = std::move(c);
+    }
+  });
+  if (!status.ok()) return status;
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    Node& n = g.mutable_node(static_cast<int>(i));
+    if (n.op == Op::batch_norm && n.bn.present()) refresh_batch_norm(n);
+  }
+  return status;
+}
+
+}  // namespace darknight::nn

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# End-to-end tests of the darknight command line: reports, errors on bad input,
+# checkpoints and resume, saving, ONNX export and re-import.
+# Usage: cli_test.sh BUILD_DIR
+set -u
+dk="${1:?usage: cli_test.sh BUILD_DIR}/darknight"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# Runs a command that must succeed.
+ok() { "$@" > "$tmp/out" 2> "$tmp/err" || { fail "$* (exit $?): $(tail -3 "$tmp/err")"; }; }
+# Runs a command that must fail with a message matching a pattern.
+refuses() {
+  local pattern=$1; shift
+  if "$@" > "$tmp/out" 2> "$tmp/err"; then fail "$* succeeded"; return; fi
+  grep -q -- "$pattern" "$tmp/err" || fail "$*: error does not mention '$pattern': $(cat "$tmp/err")"
+}
+json() { python3 -c "import json,sys; r=json.load(open('$1')); print($2)"; }
+
+ok "$dk" --version
+grep -q "darknight" "$tmp/out" || fail "--version prints no name"
+ok "$dk" --help
+ok "$dk" infer --help
+
+# Inference report.
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 12 -k 4 --compare-plain --seed 1 \
+  --report "$tmp/r.json"
+for field in mode model images seconds images_per_second peak_trusted_bytes \
+             max_rel_error_vs_plain top1_agreement_vs_plain; do
+  [ "$(json "$tmp/r.json" "'$field' in r")" = True ] || fail "infer report lacks $field"
+done
+[ "$(json "$tmp/r.json" "r['images']")" = 12 ] || fail "infer report: images != 12"
+
+# Bad input: clear errors, no crash.
+refuses "unknown data" "$dk" infer --model fmnist-cnn --data nowhere
+refuses "unknown model" "$dk" infer --model alexnet
+refuses "cannot open" "$dk" infer --model missing.onnx
+refuses "cannot open" "$dk" infer --model fmnist-cnn --data cifar10:"$tmp"/none
+python3 -c "open('$tmp/test_batch.bin','wb').write(bytes([3] + [7] * 3072) * 2)"
+refuses "takes \[1, 28, 28\]" "$dk" infer --model fmnist-cnn --data cifar10:"$tmp"
+echo "garbage" > "$tmp/bad.dkm"
+refuses "not a valid DarKnight model file" "$dk" infer --model fmnist-cnn --weights "$tmp/bad.dkm"
+refuses "enclave memory\|trusted memory" "$dk" infer --model vgg16 --input-size 224 --limit 4 \
+  --enclave-memory 4MiB
+
+# Training: checkpoint every epoch; 2 epochs straight = 1 epoch + resume (plain, seeded).
+train=(train --model fmnist-cnn --data synthetic --limit 96 --test-limit 32 --batch 32 --lr 0.05
+       --momentum 0.9 --mode plain --seed 3)
+ok "$dk" "${train[@]}" --epochs 2 --checkpoint "$tmp/a" --save "$tmp/a.dkm" \
+  --metrics "$tmp/m.csv" --report "$tmp/t.json"
+ok "$dk" "${train[@]}" --epochs 1 --checkpoint "$tmp/b"
+ok "$dk" "${train[@]}" --epochs 2 --checkpoint "$tmp/b" --resume --save "$tmp/b.dkm"
+cmp -s "$tmp/a.dkm" "$tmp/b.dkm" || fail "resumed training differs from uninterrupted training"
+[ "$(wc -l < "$tmp/m.csv")" = 3 ] || fail "metrics CSV has not a header and 2 rows"
+head -1 "$tmp/m.csv" | grep -q "epoch,train_loss,train_accuracy,test_accuracy,seconds" ||
+  fail "metrics CSV header"
+for field in mode epochs final_test_accuracy peak_trusted_bytes seconds train_seconds; do
+  [ "$(json "$tmp/t.json" "'$field' in r")" = True ] || fail "train report lacks $field"
+done
+[ "$(json "$tmp/t.json" "sorted(r['seconds_by_kind'])")" = "['backward', 'forward']" ] ||
+  fail "train report: no forward/backward breakdown"
+# A damaged checkpoint is refused.
+head -c 1000 "$tmp/b/checkpoint.dkm" > "$tmp/b/cut" && mv "$tmp/b/cut" "$tmp/b/checkpoint.dkm"
+refuses "not a valid DarKnight model file" "$dk" "${train[@]}" --epochs 3 --checkpoint "$tmp/b" --resume
+
+# darknight training; the saved model and its ONNX export predict alike.
+ok "$dk" train --model fmnist-cnn --data synthetic --limit 64 --test-limit 16 --batch 16 --seed 4 \
+  --save "$tmp/d.dkm" --export "$tmp/d.onnx"
+ok "$dk" infer --model fmnist-cnn --weights "$tmp/d.dkm" --data synthetic --limit 16 --mode plain \
+  --seed 9 --predictions "$tmp/w.csv"
+ok "$dk" infer --model "$tmp/d.onnx" --data synthetic --limit 16 --mode plain --seed 9 \
+  --predictions "$tmp/o.csv"
+cmp -s "$tmp/w.csv" "$tmp/o.csv" || fail "the ONNX export predicts differently from the saved model"
+[ "$(wc -l < "$tmp/w.csv")" = 17 ] || fail "predictions CSV has not a header and 16 rows"
+refuses "holds a trained 'fmnist-cnn'" "$dk" infer --model vgg16 --weights "$tmp/d.dkm"
+if python3 -c "import onnx" 2>/dev/null; then
+  python3 -c "import onnx; onnx.checker.check_model(onnx.load('$tmp/d.onnx'))" ||
+    fail "the exported model fails onnx.checker"
+fi
+
+[ $failures -eq 0 ] && echo "cli: ok"
+exit $failures
