@@ -27,8 +27,10 @@ test:
 demo:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
-	$(BUILD_DIR)/darknight infer --model vgg16 --input-size 32 --data synthetic --limit 64 \
-	  --mode darknight --virtual-batch 4 --compare-plain --report $(BUILD_DIR)/demo-report.json
+	$(BUILD_DIR)/darknight train --model fmnist-cnn --data fashion-mnist --mode darknight \
+	  --virtual-batch 4 --epochs 1 --lr 0.05 --momentum 0.9 --save $(BUILD_DIR)/fmnist-cnn.dkm
+	$(BUILD_DIR)/darknight infer --model fmnist-cnn --weights $(BUILD_DIR)/fmnist-cnn.dkm \
+	  --data fashion-mnist --mode darknight --virtual-batch 4 --compare-plain
 
 # The test suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan:

@@ -178,6 +178,7 @@ int run_infer(const InferOptions& o) {
   data::LoadOptions lo;
   lo.limit = o.limit;
   lo.synthetic_item = probe_model.input_shape();
+  if (probe_model.input_shape().rank() == 3) lo.image_size = probe_model.input_shape()[1];
   lo.seed = o.seeded ? o.seed : 1;
   data::Dataset ds = data::load(o.data, lo).value();
   if (!o.normalize.empty()) data::normalize(ds, o.normalize).throw_if_error();
@@ -263,12 +264,15 @@ int run_infer(const InferOptions& o) {
                  static_cast<long long>(nonfinite));
   rep["bytes_to_accelerator"] = run.stats.bytes_to_accelerator;
   rep["bytes_from_accelerator"] = run.stats.bytes_from_accelerator;
-  if (!ds.labels.empty()) {
+  auto accuracy = [&](const Tensor& out) {
     int64_t correct = 0;
     for (int64_t i = 0; i < n; ++i)
-      correct +=
-          argmax(run.outputs.data() + i * classes, classes) == ds.labels[static_cast<size_t>(i)];
-    rep["accuracy"] = double(correct) / double(n);
+      correct += argmax(out.data() + i * classes, classes) == ds.labels[static_cast<size_t>(i)];
+    return double(correct) / double(n);
+  };
+  if (!ds.labels.empty()) {
+    rep["accuracy"] = accuracy(run.outputs);
+    if (o.compare_plain) rep["accuracy_plain"] = accuracy(plain.outputs);
   }
   if (o.compare_plain) {
     int64_t agree = 0;
@@ -324,7 +328,11 @@ int run_infer(const InferOptions& o) {
         run.stats.peak_trusted_bytes / 1048576.0,
         (run.stats.peak_trusted_bytes - parse_bytes(o.enclave_memory)) / 1048576.0,
         o.enclave_memory.c_str());
-  if (rep.contains("accuracy")) std::printf("  accuracy %.4f\n", rep["accuracy"].get<double>());
+  if (rep.contains("accuracy_plain"))
+    std::printf("  accuracy %.4f (plain: %.4f)\n", rep["accuracy"].get<double>(),
+                rep["accuracy_plain"].get<double>());
+  else if (rep.contains("accuracy"))
+    std::printf("  accuracy %.4f\n", rep["accuracy"].get<double>());
   if (o.compare_plain) {
     std::printf(
         "  vs plain: top-1 agreement %.4f, max relative error %.3e (smallest top-1 "

@@ -186,6 +186,7 @@ int run_train(const TrainOptions& o) {
   // Data.
   data::LoadOptions lo;
   lo.synthetic_item = model.input_shape();
+  if (model.input_shape().rank() == 3) lo.image_size = model.input_shape()[1];
   lo.synthetic_classes = static_cast<int>(model.output_shape().numel());
   lo.seed = seed;
   lo.split = data::Split::train;

@@ -9,7 +9,7 @@ packages=(
   g++ make cmake ninja-build pkg-config
   # libraries (see README "Dependencies")
   libdnnl-dev libopenblas-openmp-dev libsodium-dev libcli11-dev nlohmann-json3-dev
-  libspdlog-dev libfmt-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libspdlog-dev libfmt-dev zlib1g-dev libturbojpeg0-dev libgtest-dev libgmock-dev libbenchmark-dev
   libonnx-dev libprotobuf-dev libeigen3-dev
   # test data and tools
   libonnx-testdata dataset-fashion-mnist python3 python3-numpy python3-matplotlib python3-onnx

@@ -1,5 +1,6 @@
 #include "data/datasets.h"
 
+#include <turbojpeg.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -118,7 +119,110 @@ Result<Dataset> cifar(const std::string& dir, int classes, Split split) {
   return d;
 }
 
+/// Bilinear resize of an interleaved RGB image so its shorter side is `size`, then a
+/// centre crop, into planar [3, size, size] floats in [0, 1].
+Tensor resize_crop(const unsigned char* rgb, int w, int h, int64_t size) {
+  const double scale = double(size) / std::min(w, h);
+  const double sw = w * scale, sh = h * scale;
+  const double ox = (sw - double(size)) / 2, oy = (sh - double(size)) / 2;
+  Tensor out = Tensor::uninitialized(Shape{3, size, size});
+  for (int64_t y = 0; y < size; ++y) {
+    const double fy = std::clamp((y + oy + 0.5) / scale - 0.5, 0.0, double(h - 1));
+    const int y0 = static_cast<int>(fy), y1 = std::min(y0 + 1, h - 1);
+    const double wy = fy - y0;
+    for (int64_t x = 0; x < size; ++x) {
+      const double fx = std::clamp((x + ox + 0.5) / scale - 0.5, 0.0, double(w - 1));
+      const int x0 = static_cast<int>(fx), x1 = std::min(x0 + 1, w - 1);
+      const double wx = fx - x0;
+      for (int c = 0; c < 3; ++c) {
+        auto px = [&](int yy, int xx) { return double(rgb[(size_t(yy) * w + xx) * 3 + c]); };
+        const double v = (1 - wy) * ((1 - wx) * px(y0, x0) + wx * px(y0, x1)) +
+                         wy * ((1 - wx) * px(y1, x0) + wx * px(y1, x1));
+        out[(c * size + y) * size + x] = static_cast<float>(v / 255.0);
+      }
+    }
+  }
+  return out;
+}
+
+bool is_jpeg_name(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
+  return e == ".jpg" || e == ".jpeg";
+}
+
+Result<Dataset> image_folder(const std::string& dir, Split split, int64_t size) {
+  const fs::path root = fs::path(dir) / "train";
+  fs::path part = fs::path(dir) / (split == Split::train ? "train" : "val");
+  if (split == Split::test && !fs::is_directory(part)) part = fs::path(dir) / "test";
+  if (!fs::is_directory(root) || !fs::is_directory(part))
+    return Status::error(
+        fmt::format("imagefolder: {} needs train/ and val/ (or test/) "
+                    "folders with one sub-folder per class",
+                    dir));
+  std::vector<std::string> classes;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) classes.push_back(e.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  if (classes.empty())
+    return Status::error(fmt::format("imagefolder: no class folders in {}", root.string()));
+  std::vector<std::pair<std::string, int>> files;
+  for (const auto& e : fs::directory_iterator(part)) {
+    if (!e.is_directory()) continue;
+    const auto it = std::find(classes.begin(), classes.end(), e.path().filename().string());
+    if (it == classes.end())
+      return Status::error(
+          fmt::format("imagefolder: class {} of {} is not among the training "
+                      "classes",
+                      e.path().filename().string(), part.string()));
+    for (const auto& f : fs::directory_iterator(e.path()))
+      if (f.is_regular_file() && is_jpeg_name(f.path()))
+        files.emplace_back(f.path().string(), static_cast<int>(it - classes.begin()));
+  }
+  std::sort(files.begin(), files.end());
+  if (files.empty())
+    return Status::error(fmt::format("imagefolder: no JPEG files in {}", part.string()));
+  Dataset d;
+  d.name = "imagefolder";
+  d.classes = static_cast<int>(classes.size());
+  d.images = Tensor::uninitialized(Shape{static_cast<int64_t>(files.size()), 3, size, size});
+  for (size_t i = 0; i < files.size(); ++i) {
+    auto img = load_jpeg(files[i].first, size);
+    if (!img.ok()) return img.status();
+    std::copy(img.value().data(), img.value().data() + 3 * size * size,
+              d.images.data() + static_cast<int64_t>(i) * 3 * size * size);
+    d.labels.push_back(files[i].second);
+  }
+  return d;
+}
+
 }  // namespace
+
+Result<Tensor> load_jpeg(const std::string& path, int64_t size) {
+  auto bytes = read_file(path);
+  if (!bytes.ok()) return bytes.status();
+  tjhandle tj = tjInitDecompress();
+  if (!tj) return Status::error("libjpeg-turbo failed to initialise");
+  int w = 0, h = 0, subsamp = 0, colorspace = 0;
+  auto& b = bytes.value();
+  Result<Tensor> out = Status::error("unset");
+  if (tjDecompressHeader3(tj, b.data(), static_cast<unsigned long>(b.size()), &w, &h, &subsamp,
+                          &colorspace) != 0) {
+    out = Status::error(fmt::format("{}: not a readable JPEG: {}", path, tjGetErrorStr2(tj)));
+  } else if (w <= 0 || h <= 0 || int64_t{w} * h > (int64_t{1} << 28)) {
+    out = Status::error(fmt::format("{}: absurd JPEG size {}x{}", path, w, h));
+  } else {
+    std::vector<unsigned char> rgb(static_cast<size_t>(w) * h * 3);
+    if (tjDecompress2(tj, b.data(), static_cast<unsigned long>(b.size()), rgb.data(), w, 0, h,
+                      TJPF_RGB, 0) != 0 &&
+        tjGetErrorCode(tj) == TJERR_FATAL)
+      out = Status::error(fmt::format("{}: corrupt JPEG: {}", path, tjGetErrorStr2(tj)));
+    else
+      out = resize_crop(rgb.data(), w, h, size);
+  }
+  tjDestroy(tj);
+  return out;
+}
 
 Result<std::vector<unsigned char>> read_gzip(const std::string& path) {
   auto raw = read_file(path);
@@ -178,10 +282,13 @@ Result<Dataset> load(const std::string& spec, const LoadOptions& opts) {
     if (dir.empty()) return Status::error(kind + " needs a directory: " + kind + ":DIR");
     d = cifar(dir, kind == "cifar10" ? 10 : 100, opts.split);
   } else if (kind == "imagefolder") {
-    return Status::error("imagefolder data is not supported yet");
+    if (dir.empty()) return Status::error("imagefolder needs a directory: imagefolder:DIR");
+    d = image_folder(dir, opts.split, opts.image_size);
   } else {
-    return Status::error(fmt::format(
-        "unknown data '{}' (synthetic, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR)", spec));
+    return Status::error(
+        fmt::format("unknown data '{}' (synthetic, fashion-mnist[:DIR], "
+                    "cifar10:DIR, cifar100:DIR, imagefolder:DIR)",
+                    spec));
   }
   if (!d.ok() || opts.limit <= 0 || opts.limit >= d.value().images.shape()[0]) return d;
   Dataset& full = d.value();

@@ -2,8 +2,10 @@
 #include "data/datasets.h"
 
 #include <gtest/gtest.h>
+#include <turbojpeg.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -123,6 +125,81 @@ TEST(Cifar, RecordsValidatedWhole) {
   fs::remove_all(dir);
   EXPECT_FALSE(load("cifar10", LoadOptions{}).ok());
   EXPECT_FALSE(load("mnist", LoadOptions{}).ok());
+}
+
+/// Writes a w x h JPEG of one colour (quality 95) with libjpeg-turbo.
+void write_jpeg(const fs::path& p, int w, int h, unsigned char r, unsigned char g,
+                unsigned char b) {
+  std::vector<unsigned char> rgb(static_cast<size_t>(w * h * 3));
+  for (int i = 0; i < w * h; ++i) rgb[i * 3] = r, rgb[i * 3 + 1] = g, rgb[i * 3 + 2] = b;
+  tjhandle tj = tjInitCompress();
+  unsigned char* jpeg = nullptr;
+  unsigned long size = 0;
+  ASSERT_EQ(tjCompress2(tj, rgb.data(), w, 0, h, TJPF_RGB, &jpeg, &size, TJSAMP_444, 95, 0), 0);
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<char*>(jpeg), static_cast<std::streamsize>(size));
+  tjFree(jpeg);
+  tjDestroy(tj);
+}
+
+TEST(ImageFolder, DecodesResizesAndLabelsByFolder) {
+  const fs::path dir = fs::temp_directory_path() / "dk_imagefolder_test";
+  fs::remove_all(dir);
+  for (const char* split : {"train", "val"})
+    for (const char* cls : {"cat", "dog"}) fs::create_directories(dir / split / cls);
+  write_jpeg(dir / "train/cat/a.jpg", 40, 30, 250, 10, 10);
+  write_jpeg(dir / "train/dog/b.JPEG", 30, 50, 10, 240, 10);
+  write_jpeg(dir / "val/dog/c.jpg", 64, 64, 10, 10, 230);
+  std::ofstream(dir / "train/dog/notes.txt") << "not an image";  // skipped
+  LoadOptions o;
+  o.image_size = 16;
+  o.split = Split::train;
+  Dataset d = load("imagefolder:" + dir.string(), o).value();
+  EXPECT_EQ(d.images.shape(), (Shape{2, 3, 16, 16}));
+  EXPECT_EQ(d.labels, (std::vector<int>{0, 1}));
+  EXPECT_EQ(d.classes, 2);
+  EXPECT_NEAR(d.images[0], 250 / 255.0, 0.03);              // cat: red channel
+  EXPECT_NEAR(d.images[3 * 256 + 256], 240 / 255.0, 0.03);  // dog: green channel
+  o.split = Split::test;
+  Dataset v = load("imagefolder:" + dir.string(), o).value();
+  EXPECT_EQ(v.labels, (std::vector<int>{1}));
+  EXPECT_NEAR(v.images[2 * 256 + 5], 230 / 255.0, 0.03);
+  // A damaged JPEG is an error naming the file.
+  std::ofstream(dir / "val/dog/c.jpg", std::ios::trunc) << "\xff\xd8 not really";
+  auto r = load("imagefolder:" + dir.string(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("c.jpg"), std::string::npos) << r.status().message();
+  fs::remove_all(dir / "val");
+  EXPECT_FALSE(load("imagefolder:" + dir.string(), o).ok());
+  fs::remove_all(dir);
+}
+
+TEST(DataOrder, EpochOrderAndAugmentation) {
+  const auto a = epoch_order(100, 5, 0), b = epoch_order(100, 5, 0), c = epoch_order(100, 5, 1);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  std::vector<int64_t> sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
+  Dataset d;
+  d.images = Tensor(Shape{2, 1, 4, 4});
+  for (int64_t i = 0; i < 32; ++i) d.images[i] = static_cast<float>(i + 1);
+  d.labels = {3, 7};
+  std::vector<int> labels;
+  const std::vector<int64_t> order{1, 0};
+  const Tensor same = gather(d, order, 0, 2, Augment{false, 4}, 1, labels);
+  EXPECT_EQ(labels, (std::vector<int>{7, 3}));
+  EXPECT_EQ(same[0], 17.0f);
+  // Crop + flip moves pixels, keeps their values, pads with zeros.
+  int moved = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    const Tensor aug = gather(d, order, 0, 2, Augment{true, 2}, seed, labels);
+    for (int64_t i = 0; i < aug.numel(); ++i) {
+      EXPECT_TRUE(aug[i] == 0.0f || (aug[i] >= 1.0f && aug[i] <= 32.0f));
+      moved += aug[i] != same[i];
+    }
+  }
+  EXPECT_GT(moved, 0);
 }
 
 TEST(Normalize, PerChannelAndErrors) {
