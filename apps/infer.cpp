@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "accel/backend.h"
+#include "accel/faults.h"
 #include "baselines/engines.h"
 #include "data/datasets.h"
 #include "nn/onnx_import.h"
@@ -40,6 +41,8 @@ struct Run {
   trusted::RunStats stats;
   double seconds = 0;
   int64_t chunk = 0;
+  trusted::IntegrityCounters integrity;
+  int64_t faulted_operations = 0;  ///< linear operations the injector could hit
 };
 
 /// Runs `images` through a runtime in batches of o.batch, after o.warmup untimed batches.
@@ -47,7 +50,20 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
              const std::function<void(int, int64_t, const Tensor&)>& probe, bool show_progress,
              std::vector<std::string>* layer_names = nullptr) {
   auto accel = accel::make_backend(o.accelerator);
-  std::unique_ptr<trusted::Csprng> rng;
+  const auto integrity = trusted::parse_integrity_mode(o.integrity);
+  DK_CHECK(integrity == trusted::IntegrityMode::none || mode == "darknight",
+           "--integrity {} needs --mode darknight", o.integrity);
+  std::unique_ptr<accel::FaultInjector> faults;
+  if (!o.inject_faults.empty() && mode == o.mode) {  // not the reference run
+    DK_CHECK(mode != "tee", "--inject-faults needs an accelerator (not --mode tee)");
+    accel::FaultSpec spec = accel::FaultSpec::parse(o.inject_faults);
+    if (!spec.seed && o.seeded) spec.seed = o.seed ^ 0x6661756c7473ULL;  // its own stream
+    faults = std::make_unique<accel::FaultInjector>(
+        spec, o.k + 1 + (integrity == trusted::IntegrityMode::redundant ? 1 : 0),
+        integrity != trusted::IntegrityMode::none);
+  }
+  std::unique_ptr<trusted::Csprng> rng, check_rng;
+  trusted::DarKnightEngine* dk = nullptr;
   std::unique_ptr<trusted::LinearEngine> engine;
   trusted::RuntimeOptions ro;
   ro.memory_budget = parse_bytes(o.enclave_memory);
@@ -58,10 +74,18 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     co.noise = {o.noise_mean, o.noise_std};
     co.mixing_scale = o.mixing_scale;
     co.precision = o.precision == "f64" ? DType::f64 : DType::f32;
+    co.redundancy = integrity == trusted::IntegrityMode::redundant ? 1 : 0;
     rng =
         o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
+    // The check vectors come from a stream of their own, so that checks do not change the
+    // blinding of a seeded run.
+    check_rng = o.seeded ? std::make_unique<trusted::Csprng>(o.seed ^ 0x636865636bULL)
+                         : std::make_unique<trusted::Csprng>();
     const int64_t pool = o.precompute == "0" ? 0 : parse_bytes(o.precompute);
-    engine = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng, pool);
+    auto e = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng, pool);
+    e->set_integrity(integrity, check_rng.get(), faults.get());
+    dk = e.get();
+    engine = std::move(e);
   } else if (mode == "plain") {
     engine = std::make_unique<baselines::PlainEngine>(*accel);
     ro.enforce_budget = false;
@@ -82,6 +106,8 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     rt.infer(batch);
   }
   rt.reset_stats();
+  if (dk) dk->reset_integrity();
+  accel->set_fault_injector(faults.get());  // after the warm-up
   Progress bar(mode);
   r.outputs = Tensor(Shape{n, rt.graph().output_shape().numel()});
   const double t0 = now();
@@ -95,6 +121,12 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   }
   r.seconds = now() - t0;
   r.stats = rt.stats();
+  if (dk) r.integrity = dk->integrity();
+  if (faults && integrity == trusted::IntegrityMode::none) {
+    // Nothing checks the results (nor classifies the faults).
+    r.integrity.injected = faults->injected();
+  }
+  if (faults) r.faulted_operations = faults->operations();
   return r;
 }
 
@@ -162,6 +194,15 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
                 "Draw coefficients and noise ahead on a background thread, holding up to this "
                 "many bytes (counted in the enclave budget); 0: draw when needed")
       ->capture_default_str();
+  c->add_option("--integrity", o.integrity,
+                "Check the accelerator's results: none | redundant (the paper's K+2-th mixture) "
+                "| freivalds (secret random projection); docs/SECURITY.md")
+      ->check(CLI::IsMember({"none", "redundant", "freivalds"}))
+      ->capture_default_str();
+  c->add_option("--inject-faults", o.inject_faults,
+                "KIND:RATE[:SEED]: corrupt that fraction of the in-process accelerator's linear "
+                "operations (bitflip, scale, wrong-weights, drop, adversarial), to measure the "
+                "integrity checks");
   c->add_option("--warmup", o.warmup, "Untimed batches before the timed run")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -262,6 +303,29 @@ int run_infer(const InferOptions& o) {
   if (nonfinite)
     std::fprintf(stderr, "darknight: warning: %lld output values are not finite\n",
                  static_cast<long long>(nonfinite));
+  if (o.integrity != "none" || !o.inject_faults.empty()) {
+    const trusted::IntegrityCounters& ic = run.integrity;
+    rep["integrity"] = {{"mode", o.integrity},
+                        {"faults", o.inject_faults},
+                        {"operations", run.faulted_operations},
+                        {"checks", ic.checks},
+                        {"injected", ic.injected},
+                        {"injected_above_tolerance", ic.injected_above_tolerance},
+                        {"corrupting", ic.corrupting},
+                        {"detected", ic.detected},
+                        {"recomputed", ic.recomputed},
+                        {"fallbacks", ic.fallbacks},
+                        {"false_alarms", ic.false_alarms}};
+    std::printf("  integrity %s: %lld checks, %lld faults injected (%lld above tolerance, %lld "
+                "corrupting outputs), %lld detected, %lld recomputed, %lld computed in the "
+                "trusted runtime, %lld false alarms\n",
+                o.integrity.c_str(), static_cast<long long>(ic.checks),
+                static_cast<long long>(ic.injected),
+                static_cast<long long>(ic.injected_above_tolerance),
+                static_cast<long long>(ic.corrupting),
+                static_cast<long long>(ic.detected), static_cast<long long>(ic.recomputed),
+                static_cast<long long>(ic.fallbacks), static_cast<long long>(ic.false_alarms));
+  }
   rep["bytes_to_accelerator"] = run.stats.bytes_to_accelerator;
   rep["bytes_from_accelerator"] = run.stats.bytes_from_accelerator;
   auto accuracy = [&](const Tensor& out) {

@@ -32,6 +32,8 @@ struct InferOptions {
   int trusted_threads = 0;
   int warmup = 0;
   std::string precompute = "0";
+  std::string integrity = "none";
+  std::string inject_faults;
 };
 
 /// Registers the subcommand's options on `app`.

@@ -23,11 +23,13 @@ fi
 if [[ $what == noise || $what == all ]]; then
   # The paper's Table 2 settings, N(mean, variance), 3 epochs, f32 and f64 mixtures
   # (folded gradient decode: the same arithmetic, faster); clean training is plain.
-  $dk train "${common[@]}" --mode plain --epochs 3 --report "$out/noise-clean.json" | tail -1
+  [[ -f $out/noise-clean.json ]] ||
+    $dk train "${common[@]}" --mode plain --epochs 3 --report "$out/noise-clean.json" | tail -1
   for setting in "4000 4000" "20000 4000" "10000 10000" "10000 5000"; do
     set -- $setting
     std=$(python3 -c "import math; print(math.sqrt($2))")
     for p in f32 f64; do
+      [[ -f $out/noise-$1-$2-$p.json ]] && continue  # rerun: keep finished reports
       $dk train "${common[@]}" --mode darknight --grad-decode folded --epochs 3 --precision $p \
         --noise-mean "$1" --noise-std "$std" --report "$out/noise-$1-$2-$p.json" | tail -1
     done

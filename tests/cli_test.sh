@@ -32,6 +32,22 @@ for field in mode model images seconds images_per_second peak_trusted_bytes \
 done
 [ "$(json "$tmp/r.json" "r['images']")" = 12 ] || fail "infer report: images != 12"
 
+# Integrity: a faulted run with Freivalds' check reports every fault caught and predicts
+# what the clean run predicts; bad specs are refused.
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 24 --batch 8 --seed 2 \
+  --integrity freivalds --predictions "$tmp/clean.csv"
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 24 --batch 8 --seed 2 \
+  --integrity freivalds --inject-faults drop:0.5:1 --report "$tmp/i.json" --predictions "$tmp/f.csv"
+for field in mode checks injected injected_above_tolerance detected recomputed false_alarms; do
+  [ "$(json "$tmp/i.json" "'$field' in r['integrity']")" = True ] || fail "integrity report lacks $field"
+done
+[ "$(json "$tmp/i.json" "r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected']")" = True ] ||
+  fail "injected drop faults not all detected: $(json "$tmp/i.json" "r['integrity']")"
+cmp -s "$tmp/clean.csv" "$tmp/f.csv" || fail "a faulted, checked run predicts differently"
+refuses "unknown kind" "$dk" infer --model fmnist-cnn --limit 4 --inject-faults melt:0.5
+refuses "RATE must be in" "$dk" infer --model fmnist-cnn --limit 4 --inject-faults drop:2
+refuses "needs --mode darknight" "$dk" infer --model fmnist-cnn --limit 4 --mode plain --integrity freivalds
+
 # Bad input: clear errors, no crash.
 refuses "unknown data" "$dk" infer --model fmnist-cnn --data nowhere
 refuses "unknown model" "$dk" infer --model alexnet

@@ -1,4 +1,5 @@
 #include "accel/backend.h"
+#include "accel/faults.h"
 
 #include <fmt/format.h>
 
@@ -217,6 +218,9 @@ void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights
   check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_conv2d_forward(d, src, w, dst);
+  if (faults_)
+    faults_->after(*this, LinearOp::forward, src, &w,
+                   [&](const Weights& x) { do_conv2d_forward(d, src, x, dst); }, dst);
 }
 
 void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -227,6 +231,10 @@ void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, co
   check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_conv2d_backward_data(d, diff_dst, w, diff_src);
+  if (faults_)
+    faults_->after(*this, LinearOp::backward_data, diff_dst, &w,
+                   [&](const Weights& x) { do_conv2d_backward_data(d, diff_dst, x, diff_src); },
+                   diff_src);
 }
 
 void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -238,6 +246,7 @@ void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, cons
   const int64_t parts =
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_conv2d_backward_weights(d, src, diff_dst, diff_weights, parts);
+  if (faults_) faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
 }
 
 void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
@@ -247,6 +256,9 @@ void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights
   check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_dense_forward(d, src, w, dst);
+  if (faults_)
+    faults_->after(*this, LinearOp::forward, src, &w,
+                   [&](const Weights& x) { do_dense_forward(d, src, x, dst); }, dst);
 }
 
 void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -257,6 +269,10 @@ void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, co
   check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_dense_backward_data(d, diff_dst, w, diff_src);
+  if (faults_)
+    faults_->after(*this, LinearOp::backward_data, diff_dst, &w,
+                   [&](const Weights& x) { do_dense_backward_data(d, diff_dst, x, diff_src); },
+                   diff_src);
 }
 
 void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -268,6 +284,7 @@ void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, cons
   const int64_t parts =
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_dense_backward_weights(d, src, diff_dst, diff_weights, parts);
+  if (faults_) faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
 }
 
 // ---------------------------------------------------------------- registry

@@ -26,6 +26,8 @@
 
 namespace darknight::accel {
 
+class FaultInjector;
+
 /// 2-D convolution, PyTorch/ONNX conventions: weights [O, I/groups, KH, KW], NCHW data,
 /// dilation 1 means none, padding may be asymmetric. No bias: biases are added after
 /// decoding, in the trusted runtime.
@@ -115,6 +117,10 @@ class Backend {
   Backend() = default;
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
+
+  /// Corrupts a fraction of the linear operations' outputs from now on (null: none), for
+  /// measuring the integrity checks (accel/faults.h). Not owned.
+  void set_fault_injector(FaultInjector* f) { faults_ = f; }
 
   /// Short name: "ref", "cpu", "cuda".
   virtual std::string name() const = 0;
@@ -237,6 +243,8 @@ class Backend {
                                          int64_t parts) = 0;
 
  private:
+  friend class FaultInjector;
+  FaultInjector* faults_ = nullptr;
   void check_owned(const Buffer& b, const char* what) const;
   void check_owned(const Weights& w, const char* what) const;
   void check_transfer(const Buffer& b, const Shape& host_shape, DType host_dtype,

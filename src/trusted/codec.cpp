@@ -68,19 +68,24 @@ void CodecOptions::validate() const {
   DK_CHECK(noise.std >= 0, "noise standard deviation must be >= 0, got {}", noise.std);
   DK_CHECK(mixing_scale > 0, "mixing scale must be > 0, got {}", mixing_scale);
   DK_CHECK(stream_tile > 0, "stream tile must be positive, got {}", stream_tile);
+  DK_CHECK(redundancy == 0 || redundancy == 1, "redundant mixtures must be 0 or 1, got {}",
+           redundancy);
 }
 
-Mixing::Mixing(int k, std::vector<double> a) : k_(k), a_(std::move(a)) {
+Mixing::Mixing(int k, int extra, std::vector<double> a) : k_(k), extra_(extra), a_(std::move(a)) {
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const int n = k + 1;
-  Eigen::Map<const Mat> A(a_.data(), n, n);
-  Eigen::JacobiSVD<Mat> svd(A);
+  const int n = k + 1, m = k + 1 + extra;
+  Eigen::Map<const Mat> A(a_.data(), m, n);
+  Eigen::JacobiSVD<Mat> svd(A, Eigen::ComputeFullU | Eigen::ComputeThinV);
   const auto& s = svd.singularValues();
   DK_CHECK(s(n - 1) > 1e-12 * s(0), "mixing matrix is singular (condition number {})",
            s(0) / s(n - 1));
   cond_ = s(0) / s(n - 1);
-  inv_.resize(static_cast<size_t>(n * n));
-  Eigen::Map<Mat>(inv_.data(), n, n) = A.fullPivLu().inverse();
+  inv_.resize(static_cast<size_t>(n * m));
+  Eigen::Map<Mat>(inv_.data(), n, m) =
+      svd.matrixV() * s.cwiseInverse().asDiagonal() * svd.matrixU().leftCols(n).transpose();
+  null_.resize(static_cast<size_t>(extra * m));
+  Eigen::Map<Mat>(null_.data(), extra, m) = svd.matrixU().rightCols(extra).transpose();
 }
 
 Coefficients::~Coefficients() {
@@ -88,44 +93,47 @@ Coefficients::~Coefficients() {
 }
 
 Coefficients Mixing::mixing() const {
-  Coefficients c(n(), n());
-  for (int j = 0; j < n(); ++j)
+  Coefficients c(mixtures(), n());
+  for (int j = 0; j < mixtures(); ++j)
     for (int i = 0; i < n(); ++i) c(j, i) = a(j, i);
   return c;
 }
 
 Coefficients Mixing::unmixing() const {
-  Coefficients c(k(), n());
+  Coefficients c(k(), mixtures());
   for (int i = 0; i < k(); ++i)
-    for (int j = 0; j < n(); ++j) c(i, j) = inv(i, j);
+    for (int j = 0; j < mixtures(); ++j) c(i, j) = inv(i, j);
   return c;
 }
 
 Mixing::~Mixing() {
   if (!a_.empty()) sodium_memzero(a_.data(), a_.size() * sizeof(double));
   if (!inv_.empty()) sodium_memzero(inv_.data(), inv_.size() * sizeof(double));
+  if (!null_.empty()) sodium_memzero(null_.data(), null_.size() * sizeof(double));
 }
 
-Mixing Mixing::draw(int k, double scale, Csprng& rng) {
+Mixing Mixing::draw(int k, double scale, Csprng& rng, int extra) {
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const int n = k + 1;
-  Mat g(n, n);
-  rng.gaussian(g.data(), n * n, 0.0, 1.0);
+  DK_CHECK(extra >= 0 && extra <= 1, "redundant mixtures must be 0 or 1, got {}", extra);
+  const int n = k + 1, m = k + 1 + extra;
+  Mat g(m, m);
+  rng.gaussian(g.data(), m * m, 0.0, 1.0);
   Eigen::HouseholderQR<Mat> qr(g);
   Mat q = qr.householderQ();
   const Mat r = qr.matrixQR().triangularView<Eigen::Upper>();
-  for (int j = 0; j < n; ++j)
+  for (int j = 0; j < m; ++j)
     if (r(j, j) < 0) q.col(j) *= -1.0;  // Haar measure (Mezzadri 2007)
-  std::vector<double> a(static_cast<size_t>(n * n));
-  Eigen::Map<Mat>(a.data(), n, n) = scale * q;
-  sodium_memzero(g.data(), sizeof(double) * static_cast<size_t>(n * n));
-  return Mixing(k, std::move(a));
+  std::vector<double> a(static_cast<size_t>(m * n));
+  Eigen::Map<Mat>(a.data(), m, n) = scale * q.leftCols(n);
+  sodium_memzero(g.data(), sizeof(double) * static_cast<size_t>(m * m));
+  sodium_memzero(q.data(), sizeof(double) * static_cast<size_t>(m * m));
+  return Mixing(k, extra, std::move(a));
 }
 
-Mixing Mixing::from_matrix(int k, std::vector<double> a) {
-  DK_CHECK(static_cast<int>(a.size()) == (k + 1) * (k + 1), "mixing matrix needs {} entries",
-           (k + 1) * (k + 1));
-  return Mixing(k, std::move(a));
+Mixing Mixing::from_matrix(int k, std::vector<double> a, int extra) {
+  DK_CHECK(static_cast<int>(a.size()) == (k + 1 + extra) * (k + 1),
+           "mixing matrix needs {} entries", (k + 1 + extra) * (k + 1));
+  return Mixing(k, extra, std::move(a));
 }
 
 std::vector<int> split_virtual_batches(int64_t items, int k) {
@@ -134,15 +142,15 @@ std::vector<int> split_virtual_batches(int64_t items, int k) {
   return sizes;
 }
 
-int64_t mixture_count(const std::vector<int>& sizes) {
+int64_t mixture_count(const std::vector<int>& sizes, int extra) {
   int64_t n = 0;
-  for (int s : sizes) n += s + 1;
+  for (int s : sizes) n += s + 1 + extra;
   return n;
 }
 
 Encoder::Encoder(const CodecOptions& opts, Csprng& rng)
     : opts_(opts),
-      owned_(std::make_unique<DirectSource>(rng, opts.noise, opts.mixing_scale)),
+      owned_(std::make_unique<DirectSource>(rng, opts.noise, opts.mixing_scale, opts.redundancy)),
       source_(owned_.get()) {
   opts_.validate();
 }
@@ -234,7 +242,8 @@ template <typename T>
 BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
   const int64_t s = src.shape().item_numel();
   TensorT<T> out(
-      src.shape().with_batch(mixture_count(split_virtual_batches(src.shape()[0], opts_.k))));
+      src.shape().with_batch(mixture_count(split_virtual_batches(src.shape()[0], opts_.k),
+                                           opts_.redundancy)));
   encode<T>(src, secrets, [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
     const int64_t n = rows.shape()[0], len = rows.shape()[1];
     for (int64_t r = 0; r < n; ++r)
@@ -257,7 +266,7 @@ void Encoder::decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets
                      const RowEpilogue& epilogue) const {
   const int64_t s = mixed.shape().item_numel();
   int64_t total_mix = 0;
-  for (const Mixing& a : secrets) total_mix += a.n();
+  for (const Mixing& a : secrets) total_mix += a.mixtures();
   DK_CHECK(mixed.shape()[0] == total_mix, "decode: {} mixtures for {} expected", mixed.shape()[0],
            total_mix);
   DK_CHECK(dst.shape().item_numel() == s, "decode: destination {} for items of {} elements",

@@ -33,6 +33,8 @@ struct CodecOptions {
   NoiseSpec noise;
   double mixing_scale = 1.0;  ///< A = scale * Q with Q a random orthogonal matrix
   DType precision = DType::f32;
+  /// Redundant mixtures per virtual batch (0, or 1 for the paper's integrity check).
+  int redundancy = 0;
   /// Elements per streamed piece: mixtures are made and decoded this many elements of each
   /// item at a time, so the trusted side never holds a layer's whole set of mixtures.
   int64_t stream_tile = int64_t{1} << 18;
@@ -60,13 +62,17 @@ class Coefficients {
 };
 
 /// The secret coefficients of one virtual batch at one layer. Wiped when destroyed.
+/// A is (k+1+extra) x (k+1): one row per mixture, one column per input and the noise. With
+/// extra = 1 the (k+2)-th mixture is redundant (the paper's integrity check, section 3.3):
+/// the outputs then satisfy sum_j c_j ybar_j = 0 for the null vector c of A^T.
 class Mixing {
  public:
-  /// A = scale * Q, Q Haar-distributed orthogonal (QR of a Gaussian matrix with the signs
-  /// of R's diagonal moved into Q), so cond(A) = 1.
-  static Mixing draw(int k, double scale, Csprng& rng);
-  /// For tests: a given (k+1)x(k+1) row-major matrix. Throws Error when it is singular.
-  static Mixing from_matrix(int k, std::vector<double> a);
+  /// A = scale * Q[:, 0..k], Q a Haar-distributed orthogonal (k+1+extra)-square matrix (QR of
+  /// a Gaussian matrix with the signs of R's diagonal moved into Q), so cond(A) = 1.
+  static Mixing draw(int k, double scale, Csprng& rng, int extra = 0);
+  /// For tests: a given (k+1+extra) x (k+1) row-major matrix. Throws Error when it is
+  /// rank-deficient.
+  static Mixing from_matrix(int k, std::vector<double> a, int extra = 0);
 
   Mixing() = default;
   Mixing(Mixing&&) noexcept = default;
@@ -74,27 +80,34 @@ class Mixing {
   ~Mixing();
 
   int k() const { return k_; }
+  /// Unknowns per virtual batch: the k inputs and the noise.
   int n() const { return k_ + 1; }
+  /// Mixtures sent: n() + extra.
+  int mixtures() const { return k_ + 1 + extra_; }
+  int extra() const { return extra_; }
   double a(int j, int i) const { return a_[static_cast<size_t>(j * n() + i)]; }
-  double inv(int i, int j) const { return inv_[static_cast<size_t>(i * n() + j)]; }
+  /// A's pseudo-inverse (n x mixtures; the inverse when extra = 0).
+  double inv(int i, int j) const { return inv_[static_cast<size_t>(i * mixtures() + j)]; }
+  /// Unit null vectors of A^T (extra of them): sum_j null(r, j) A[j, i] = 0.
+  double null(int r, int j) const { return null_[static_cast<size_t>(r * mixtures() + j)]; }
   double condition_number() const { return cond_; }
-  /// A, the (k+1)x(k+1) mixing of the k inputs and the noise (the last column).
+  /// A, the mixing of the k inputs and the noise (the last column).
   Coefficients mixing() const;
-  /// The first k rows of A^-1: each output's W x_i from the k+1 outputs.
+  /// The first k rows of A's pseudo-inverse: each output's W x_i from the outputs.
   Coefficients unmixing() const;
 
  private:
-  Mixing(int k, std::vector<double> a);
-  int k_ = 0;
+  Mixing(int k, int extra, std::vector<double> a);
+  int k_ = 0, extra_ = 0;
   double cond_ = 0;
-  std::vector<double> a_, inv_;
+  std::vector<double> a_, inv_, null_;
 };
 
 /// Sizes of the virtual batches of a chunk of `items` inputs: K each, the last one smaller
 /// when K does not divide `items` (it is then mixed with a smaller, fresh matrix).
 std::vector<int> split_virtual_batches(int64_t items, int k);
-/// Mixtures sent for those virtual batches: sum of (k_v + 1).
-int64_t mixture_count(const std::vector<int>& sizes);
+/// Mixtures sent for those virtual batches: sum of (k_v + 1 + extra).
+int64_t mixture_count(const std::vector<int>& sizes, int extra = 0);
 
 /// A per-element transform applied to each decoded output row while it is hot in cache:
 /// fn(row, begin, end) for the element range [begin, end) of one item.

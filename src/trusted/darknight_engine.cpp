@@ -1,6 +1,7 @@
 #include "trusted/darknight_engine.h"
 
 #include <chrono>
+#include <optional>
 
 namespace darknight::trusted {
 namespace {
@@ -58,9 +59,27 @@ void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
   }
 }
 
+void DarKnightEngine::set_integrity(IntegrityMode mode, Csprng* rng,
+                                    accel::FaultInjector* ledger) {
+  DK_CHECK(mode == IntegrityMode::none || rng, "integrity checks need a generator");
+  DK_CHECK((mode == IntegrityMode::redundant) == (encoder_.options().redundancy == 1),
+           "the redundant check needs exactly one redundant mixture in the codec options");
+  integrity_ = mode, check_rng_ = rng, ledger_ = ledger;
+}
+
 void DarKnightEngine::load(nn::Graph& g) {
-  // The weights go to the accelerator; the trusted side keeps none of them.
+  // The weights go to the accelerator; the trusted side keeps none of them, only (with
+  // integrity checks) a digest made while they pass through.
   const MeterScope host(nullptr);  // loaded by the host, outside the enclave
+  digests_.clear();
+  if (integrity_ != IntegrityMode::none) {
+    digests_.resize(g.weights().size());
+    for (const nn::Node& n : g.nodes())
+      if (n.is_linear())
+        digests_[static_cast<size_t>(n.weights)] =
+            WeightDigest(g.weights()[static_cast<size_t>(n.weights)],
+                         n.op == nn::Op::conv ? n.conv.groups : 1, integrity_, *check_rng_);
+  }
   weights_.clear();
   for (Tensor& w : g.weights()) {
     weights_.push_back(be_.create_weights(w));
@@ -68,16 +87,23 @@ void DarKnightEngine::load(nn::Graph& g) {
   }
 }
 
-Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t,
+Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
                                        int k) const {
   // One piece of K + 1 mixtures and its noise while encoding; one piece of K + 1 outputs
   // while decoding (the other mixtures live on the accelerator), plus the codec threads'
   // accumulators.
+  // With integrity checks, their per-mixture sums (freivalds: four per output position).
   const int64_t e = static_cast<int64_t>(dtype_size(encoder_.options().precision));
   const int64_t tile = encoder_.options().stream_tile;
-  const int64_t acc = 64 * 2048 * 8;
-  return {(k + 2) * std::min(in_numel, tile) * e + acc,
-          (k + 1) * std::min(node.shape.numel(), tile) * e + acc};
+  const int extra = encoder_.options().redundancy;
+  const int64_t mixtures = mixture_count(split_virtual_batches(items, k), extra);
+  const int64_t positions = node.op == nn::Op::conv ? node.shape[1] * node.shape[2] : 1;
+  const int64_t check = integrity_ == IntegrityMode::freivalds   ? kProjections * 5 * 8 * mixtures * positions
+                        : integrity_ == IntegrityMode::redundant ? 8 * mixtures
+                                                                 : 0;
+  const int64_t acc = 64 * 2048 * 8 + check;
+  return {(k + 2 + extra) * std::min(in_numel, tile) * e + acc,
+          (k + 1 + extra) * std::min(node.shape.numel(), tile) * e + acc};
 }
 
 int64_t DarKnightEngine::backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t,
@@ -148,29 +174,100 @@ const accel::Buffer& DarKnightEngine::apply(const nn::Node& node, const accel::B
 template <typename T>
 Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consume,
                                   RunStats& stats) {
+  const CodecOptions& o = encoder_.options();
   const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
-  const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
+  const int64_t mixtures = mixture_count(split_virtual_batches(m, o.k), o.redundancy);
   accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
   std::vector<Mixing> secrets;
+  std::optional<ForwardCheck> check;
+  if (integrity_ != IntegrityMode::none)
+    check.emplace(integrity_, Geometry::of(node, item_of(src.shape())),
+                  digests_[static_cast<size_t>(node.weights)], secrets, mixtures, o.precision);
   double up = 0, down = 0;
   // Encode and upload piece by piece: the accelerator gathers every mixture.
   const double t0 = now();
-  encoder_.encode<T>(src, secrets, uploader<T>(in, s_in, up, stats));
-  if (consume) src = Tensor();  // the plaintext input is no longer needed
+  MixtureSink<T> sink = uploader<T>(in, s_in, up, stats);
+  if (check)
+    sink = [&check, send = std::move(sink)](const BlindedT<T>& rows, int64_t first, int64_t e0) {
+      check->on_input(rows, first, e0);
+      send(rows, first, e0);
+    };
+  encoder_.encode<T>(src, secrets, sink);
+  if (consume && !check) src = Tensor();  // the plaintext input is no longer needed
   const double t1 = now();
-  const accel::Buffer& out = apply(node, in);
-  be_.wait();
-  stats.accelerator_calls += 1;
-  const double t2 = now();
-  // Download and decode piece by piece, the epilogue fused in.
   Tensor dst = batch_of(m, node.shape);
-  encoder_.decode<T>(secrets, dst, downloader<T>(out, node.shape.numel(), down, stats),
-                     fused(node.epilogue));
-  const double t3 = now();
+  double t2 = t1, t3 = t1;
+  // With integrity checks: a result that fails is recomputed once, then computed in the
+  // trusted runtime; it is never used.
+  for (int attempt = 0;; ++attempt) {
+    const double a0 = now();
+    const accel::Buffer& out = apply(node, in);
+    be_.wait();
+    stats.accelerator_calls += 1;
+    const double a1 = now();
+    t2 += a1 - a0;
+    // Download and decode piece by piece, the epilogue fused in.
+    OutputFetch<T> fetch = downloader<T>(out, node.shape.numel(), down, stats);
+    if (check) {
+      check->begin_outputs();
+      fetch = [&check, get = std::move(fetch)](TensorT<T>& rows, int64_t first, int64_t e0) {
+        get(rows, first, e0);
+        check->on_output(rows, first, e0);
+      };
+    }
+    encoder_.decode<T>(secrets, dst, fetch, fused(node.epilogue));
+    t3 += now() - a1;
+    if (!check) break;
+    const bool ok = check->passed();
+    account(node, ok, *check);
+    if (ok) break;
+    if (attempt == 0) {
+      counters_.recomputed += 1;
+      continue;
+    }
+    const double f0 = now();
+    fallback(node, src, dst);
+    t3 += now() - f0;
+    counters_.fallbacks += 1;
+    break;
+  }
+  if (consume) src = Tensor();
   stats.times.encode += t1 - t0 - up;
   stats.times.accelerator += t2 - t1 + up + down;
   stats.times.decode += t3 - t2 - down;
   return dst;
+}
+
+void DarKnightEngine::account(const nn::Node& node, bool passed, const ForwardCheck& check) {
+  counters_.checks += 1;
+  const std::vector<accel::FaultRecord> faults =
+      ledger_ ? ledger_->take() : std::vector<accel::FaultRecord>{};
+  for (const accel::FaultRecord& f : faults) {
+    counters_.injected += 1;
+    counters_.injected_above_tolerance += check.above_tolerance(f.error);
+    counters_.corrupting += check.corrupts(f.error);
+  }
+  if (passed) return;
+  (faults.empty() ? counters_.false_alarms : counters_.detected) += 1;
+  const int64_t failed = counters_.detected + counters_.false_alarms;
+  if (failed <= 3)
+    fmt::print(stderr, "darknight: integrity: layer '{}': the accelerator's result failed the {} "
+                       "check; not used, recomputing{}\n",
+               node.name, to_string(integrity_),
+               failed == 3 ? " (further failures are counted in the report)" : "");
+}
+
+void DarKnightEngine::fallback(const nn::Node& node, const Tensor& src, Tensor& dst) {
+  const Tensor w = be_.read_weights(*weights_[static_cast<size_t>(node.weights)]);
+  DK_CHECK(digests_[static_cast<size_t>(node.weights)].matches(w),
+           "integrity: layer '{}': the accelerator keeps failing checks and the weights it "
+           "returns differ from the ones loaded; no trustworthy result can be computed",
+           node.name);
+  const Tensor y = trusted_linear(Geometry::of(node, item_of(src.shape())), w, src);
+  const int64_t m = dst.shape()[0], s = dst.shape().item_numel();
+  std::copy(y.data(), y.data() + y.numel(), dst.data());
+  if (!node.epilogue.empty())
+    for (int64_t i = 0; i < m; ++i) node.epilogue.apply(dst.data() + i * s, 0, s);
 }
 
 Tensor DarKnightEngine::forward(const nn::Node& node, Tensor& src, bool consume, RunStats& stats) {
@@ -180,6 +277,8 @@ Tensor DarKnightEngine::forward(const nn::Node& node, Tensor& src, bool consume,
 
 template <typename T>
 Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunStats& stats) {
+  DK_CHECK(integrity_ == IntegrityMode::none,
+           "integrity checks are implemented for inference only so far (docs/SECURITY.md)");
   const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
   const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
   Kept& kept = kept_[node.weights];

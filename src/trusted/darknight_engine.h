@@ -9,7 +9,9 @@
 
 #include "accel/arena.h"
 #include "accel/backend.h"
+#include "accel/faults.h"
 #include "trusted/codec.h"
+#include "trusted/integrity.h"
 #include "trusted/runtime.h"
 #include "trusted/secrets.h"
 #include "trusted/training_codec.h"
@@ -30,6 +32,14 @@ class DarKnightEngine final : public TrainEngine {
   DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
                   int64_t precompute_bytes = 0, GradDecode grad_decode = GradDecode::trusted);
   ~DarKnightEngine() override;
+
+  /// Checks every linear operation's results in inference (trusted/integrity.h), drawing
+  /// the check vectors from `rng` (a stream of its own). The codec options must have
+  /// redundancy 1 for `redundant`. `ledger`, when faults are injected into the backend, is
+  /// read to count them (measurement runs). Call before load().
+  void set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger = nullptr);
+  const IntegrityCounters& integrity() const { return counters_; }
+  void reset_integrity() { counters_ = {}; }
 
   std::string name() const override { return "darknight"; }
   void load(nn::Graph& g) override;
@@ -68,6 +78,11 @@ class DarKnightEngine final : public TrainEngine {
                             RunStats& stats);
   /// Runs the node's linear op on `in` into a buffer of the arena's slot 1.
   const accel::Buffer& apply(const nn::Node& node, const accel::Buffer& in);
+  /// After a failed check: the layer computed in the trusted runtime with weights read back
+  /// and verified against the load-time digest.
+  void fallback(const nn::Node& node, const Tensor& src, Tensor& dst);
+  /// Counts a checked operation and what was injected into it; logs detections.
+  void account(const nn::Node& node, bool passed, const ForwardCheck& check);
   /// What a layer's last forward_train() kept for its backward pass.
   struct Kept {
     std::vector<TrainingMixing> secrets;
@@ -83,6 +98,12 @@ class DarKnightEngine final : public TrainEngine {
   accel::BufferArena buffers_;       // 0: input mixtures, 1: outputs, 2-5: backward pass
   accel::BufferArena train_inputs_;  // per layer (weights index): its input mixtures
   std::map<int, Kept> kept_;
+
+  IntegrityMode integrity_ = IntegrityMode::none;
+  Csprng* check_rng_ = nullptr;
+  accel::FaultInjector* ledger_ = nullptr;
+  std::vector<WeightDigest> digests_;  // per weights index
+  IntegrityCounters counters_;
 };
 
 }  // namespace darknight::trusted

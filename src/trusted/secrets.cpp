@@ -14,8 +14,9 @@ void DirectSource::next_noise(Tensor64& out) {
   rng_.gaussian(out.data(), out.numel(), noise_.mean, noise_.std);
 }
 
-PooledSource::PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity)
-    : direct_(rng, noise, mixing_scale), capacity_(capacity) {
+PooledSource::PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity,
+                           int extra)
+    : direct_(rng, noise, mixing_scale, extra), capacity_(capacity) {
   DK_CHECK(capacity > 0, "the precompute pool needs a positive capacity");
   worker_ = std::thread([this] { run(); });
 }

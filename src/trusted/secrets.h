@@ -28,9 +28,10 @@ class SecretSource {
 /// Draws on demand.
 class DirectSource final : public SecretSource {
  public:
-  DirectSource(Csprng& rng, NoiseSpec noise, double mixing_scale)
-      : rng_(rng), noise_(noise), scale_(mixing_scale) {}
-  Mixing next_mixing(int k) override { return Mixing::draw(k, scale_, rng_); }
+  /// `extra`: redundant mixtures per virtual batch (CodecOptions::redundancy).
+  DirectSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int extra = 0)
+      : rng_(rng), noise_(noise), scale_(mixing_scale), extra_(extra) {}
+  Mixing next_mixing(int k) override { return Mixing::draw(k, scale_, rng_, extra_); }
   void next_noise(Tensor& out) override;
   void next_noise(Tensor64& out) override;
 
@@ -38,13 +39,15 @@ class DirectSource final : public SecretSource {
   Csprng& rng_;
   NoiseSpec noise_;
   double scale_;
+  int extra_;
 };
 
 /// Draws ahead on a background thread for requests announced in order, holding at most
 /// `capacity` bytes of ready noise, charged to the trusted meter current at announce().
 class PooledSource final : public SecretSource {
  public:
-  PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity);
+  PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity,
+               int extra = 0);
   ~PooledSource() override;
   /// Announces the draws that will follow, in order.
   void announce_mixing(int k);

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The measurements behind docs/SECURITY.md "Integrity" and the integrity costs in
+# docs/performance.md (issue 6). Writes reports under results/integrity/ (ignored by git).
+# Run: scripts/integrity_measurements.sh [faults|cost|all]   (after make build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dk=build/darknight
+out=results/integrity
+mkdir -p "$out"
+what=${1:-all}
+model=$out/fmnist-cnn.dkmodel
+
+if [[ $what == faults || $what == all ]]; then
+  # A trained model (2 epochs, plain), then the whole Fashion-MNIST test set in batches of
+  # 16 (K = 3 with redundant, as the paper; K = 4 otherwise), half of the linear operations
+  # faulted: about 1250 faults per kind and mode, plus those hitting recomputations.
+  [[ -f $model ]] || $dk train --model fmnist-cnn --data fashion-mnist --mode plain --epochs 2 \
+    --batch 64 --lr 0.05 --momentum 0.9 --seed 1 --save "$model" | tail -1
+  for mode in none redundant freivalds; do
+    k=4; [[ $mode == redundant ]] && k=3
+    common=(--model fmnist-cnn --weights "$model" --data fashion-mnist --batch 16 -k $k --seed 5
+            --integrity $mode)
+    $dk infer "${common[@]}" --report "$out/clean-$mode.json" | tail -1
+    for kind in bitflip scale wrong-weights drop adversarial; do
+      $dk infer "${common[@]}" --inject-faults "$kind:0.5:7" --report "$out/$kind-$mode.json" \
+        2>/dev/null | tail -1
+    done
+  done
+  python3 scripts/integrity_table.py "$out"
+fi
+
+if [[ $what == cost || $what == all ]]; then
+  # VGG16 at 32x32, batch 64 (K = 4; K = 3 with redundant, and K = 4 redundant for a like
+  # comparison), after a warm-up batch, on a quiet machine.
+  for run in "none 4" "redundant 4" "redundant 3" "freivalds 4"; do
+    set -- $run
+    $dk infer --model vgg16 --data synthetic --limit 256 --batch 64 -k "$2" --warmup 1 \
+      --integrity "$1" --report "$out/cost-vgg16-$1-k$2.json" | head -2
+  done
+fi

@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""Summarises results/integrity/*.json (scripts/integrity_measurements.sh) as the
+markdown table in docs/SECURITY.md."""
+import json
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "results/integrity")
+print("| check | fault | injected | above tolerance | corrupting | detected | recomputed "
+      "| trusted fallback | false alarms | accuracy (clean) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+for mode in ["none", "redundant", "freivalds"]:
+    clean = json.loads((out / f"clean-{mode}.json").read_text())
+    ci = clean.get("integrity", {})
+    print(f"| {mode} | (none) | 0 | 0 | 0 | {ci.get('detected', 0)} | {ci.get('recomputed', 0)} "
+          f"| {ci.get('fallbacks', 0)} | {ci.get('false_alarms', 0)} | {clean['accuracy']:.4f} |")
+    for kind in ["bitflip", "scale", "wrong-weights", "drop", "adversarial"]:
+        r = json.loads((out / f"{kind}-{mode}.json").read_text())
+        i = r["integrity"]
+        above = i["injected_above_tolerance"] if mode != "none" else "-"
+        corrupting = i["corrupting"] if mode != "none" else "-"
+        print(f"| {mode} | {kind} | {i['injected']} | {above} | {corrupting} | {i['detected']} "
+              f"| {i['recomputed']} | {i['fallbacks']} | {i['false_alarms']} "
+              f"| {r['accuracy']:.4f} ({clean['accuracy']:.4f}) |")

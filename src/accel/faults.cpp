@@ -1,0 +1,200 @@
+#include "accel/faults.h"
+
+#include <Eigen/Dense>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "accel/backend.h"
+
+namespace darknight::accel {
+
+std::string to_string(FaultKind k) {
+  switch (k) {
+    case FaultKind::bitflip: return "bitflip";
+    case FaultKind::scale: return "scale";
+    case FaultKind::wrong_weights: return "wrong-weights";
+    case FaultKind::drop: return "drop";
+    case FaultKind::adversarial: return "adversarial";
+  }
+  return "?";
+}
+
+FaultSpec FaultSpec::parse(const std::string& text) {
+  FaultSpec s;
+  const auto c1 = text.find(':');
+  const std::string kinds = "bitflip, scale, wrong-weights, drop, adversarial";
+  DK_CHECK(c1 != std::string::npos, "fault spec '{}': expected KIND:RATE[:SEED], KIND one of {}",
+           text, kinds);
+  const std::string kind = text.substr(0, c1);
+  bool known = false;
+  for (FaultKind k : {FaultKind::bitflip, FaultKind::scale, FaultKind::wrong_weights,
+                      FaultKind::drop, FaultKind::adversarial})
+    if (to_string(k) == kind) s.kind = k, known = true;
+  DK_CHECK(known, "fault spec '{}': unknown kind '{}' (one of {})", text, kind, kinds);
+  const auto c2 = text.find(':', c1 + 1);
+  const std::string rate = text.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1);
+  try {
+    size_t used = 0;
+    s.rate = std::stod(rate, &used);
+    DK_CHECK(used == rate.size(), "trailing characters");
+    if (c2 != std::string::npos) {
+      const std::string seed = text.substr(c2 + 1);
+      s.seed = std::stoull(seed, &used);
+      DK_CHECK(used == seed.size(), "trailing characters");
+    }
+  } catch (const std::exception&) {
+    throw Error(fmt::format("fault spec '{}': RATE must be a number and SEED an integer", text));
+  }
+  DK_CHECK(s.rate >= 0 && s.rate <= 1, "fault spec '{}': RATE must be in [0, 1]", text);
+  return s;
+}
+
+FaultInjector::FaultInjector(FaultSpec spec, int group, bool record)
+    : spec_(spec), group_(group), record_(record), gen_(spec.seed ? *spec.seed : std::random_device{}()) {
+  DK_CHECK(group >= 2, "fault injector: {} mixtures per virtual batch", group);
+}
+
+namespace {
+
+/// Unit vectors spanning the (numerical) null space of the rows' span: c with
+/// sum_j c_j row_j = 0, from the eigenvectors of the rows' Gram matrix.
+Eigen::MatrixXd null_space(const std::vector<double>& x, int64_t first, int rows, int64_t len) {
+  Eigen::MatrixXd g(rows, rows);
+  for (int a = 0; a < rows; ++a)
+    for (int b = 0; b <= a; ++b) {
+      double s = 0;
+      const double* xa = x.data() + (first + a) * len;
+      const double* xb = x.data() + (first + b) * len;
+      for (int64_t e = 0; e < len; ++e) s += xa[e] * xb[e];
+      g(a, b) = g(b, a) = s;
+    }
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(g);
+  const auto& v = eig.eigenvalues();  // ascending
+  int null = 0;
+  while (null < rows && v(null) < 1e-9 * v(rows - 1)) ++null;
+  return eig.eigenvectors().leftCols(null);
+}
+
+}  // namespace
+
+void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Weights* w,
+                          const std::function<void(const Weights&)>& rerun, Buffer& dst) {
+  if (spec_.kind == FaultKind::wrong_weights && !w) return;  // backward-weights uses none
+  ++operations_;
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  if (uni(gen_) >= spec_.rate) return;
+  be.wait();
+  const bool f32 = dst.dtype() == DType::f32;
+  const int64_t numel = dst.shape().numel(), rows = dst.shape()[0], len = numel / rows;
+  auto read = [&](const Buffer& b) {
+    const int64_t n = b.shape().numel();
+    std::vector<double> v(static_cast<size_t>(n));
+    if (b.dtype() == DType::f32) {
+      std::vector<float> t(static_cast<size_t>(n));
+      be.do_download(b, 0, b.bytes(), t.data());
+      std::copy(t.begin(), t.end(), v.begin());
+    } else {
+      be.do_download(b, 0, b.bytes(), v.data());
+    }
+    return v;
+  };
+  auto write = [&](const std::vector<double>& v) {
+    if (f32) {
+      std::vector<float> t(v.begin(), v.end());
+      be.do_upload(t.data(), dst, 0, dst.bytes());
+    } else {
+      be.do_upload(v.data(), dst, 0, dst.bytes());
+    }
+    be.wait();
+  };
+  const std::vector<double> before = read(dst);
+  std::vector<double> y = before;
+  auto pick = [&](int64_t n) { return std::uniform_int_distribution<int64_t>(0, n - 1)(gen_); };
+  std::normal_distribution<double> normal(0.0, 1.0);
+
+  switch (spec_.kind) {
+    case FaultKind::bitflip: {
+      const int64_t e = pick(numel);
+      if (f32) {
+        auto bits = std::bit_cast<uint32_t>(static_cast<float>(y[e]));
+        bits ^= uint32_t{1} << pick(32);
+        y[e] = std::bit_cast<float>(bits);
+      } else {
+        auto bits = std::bit_cast<uint64_t>(y[e]);
+        bits ^= uint64_t{1} << pick(64);
+        y[e] = std::bit_cast<double>(bits);
+      }
+      write(y);
+      break;
+    }
+    case FaultKind::scale: {
+      const int64_t r = pick(rows);
+      const double f = 1.0 + (uni(gen_) < 0.5 ? -1 : 1) * (0.1 + 0.9 * uni(gen_));
+      for (int64_t e = 0; e < len; ++e) y[r * len + e] *= f;
+      write(y);
+      break;
+    }
+    case FaultKind::drop: {
+      if (rows < 2) return;
+      const int64_t r = pick(rows);
+      const int64_t other = (r + 1 + pick(rows - 1)) % rows;
+      std::copy(before.begin() + other * len, before.begin() + (other + 1) * len,
+                y.begin() + r * len);
+      write(y);
+      break;
+    }
+    case FaultKind::wrong_weights: {
+      Tensor wt = be.do_read_weights(*w);
+      const int64_t o = pick(wt.shape()[0]), per = wt.numel() / wt.shape()[0];
+      double ss = 0;
+      for (int64_t e = 0; e < wt.numel(); ++e) ss += double(wt[e]) * wt[e];
+      const double rms = std::sqrt(ss / static_cast<double>(wt.numel()));
+      for (int64_t e = 0; e < per; ++e) wt[o * per + e] += static_cast<float>(rms * normal(gen_));
+      const WeightsPtr bad = be.do_create_weights(wt);
+      rerun(*bad);
+      be.wait();
+      y = read(dst);
+      break;
+    }
+    case FaultKind::adversarial: {
+      // An error the redundant check cannot see: per virtual batch, E = u e^T with u
+      // orthogonal to the null vectors of its input rows (found from the rows themselves).
+      // Without redundancy (no null vectors), the same e added to every output row.
+      double ss = 0;
+      for (double v : before) ss += v * v;
+      std::vector<double> e(static_cast<size_t>(len));
+      const double sd = 0.1 * std::sqrt(ss / static_cast<double>(numel));
+      for (double& v : e) v = sd * normal(gen_);
+      std::vector<double> coef(static_cast<size_t>(rows), 1.0);
+      if (op != LinearOp::backward_weights && src.shape()[0] == rows) {
+        const std::vector<double> x = read(src);
+        const int64_t groups = (rows + group_ - 1) / group_, g = pick(groups);
+        const int64_t first = g * group_;
+        const int n = static_cast<int>(std::min<int64_t>(group_, rows - first));
+        const Eigen::MatrixXd c = null_space(x, first, n, src.shape().numel() / rows);
+        if (c.cols() > 0) {
+          Eigen::VectorXd u(n);
+          for (int j = 0; j < n; ++j) u(j) = normal(gen_);
+          u -= c * (c.transpose() * u);
+          u /= u.norm();
+          std::fill(coef.begin(), coef.end(), 0.0);
+          for (int j = 0; j < n; ++j) coef[static_cast<size_t>(first + j)] = u(j);
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < len; ++k) y[r * len + k] += coef[r] * e[k];
+      write(y);
+      break;
+    }
+  }
+  ++injected_;
+  if (!record_) return;
+  // What actually reached the buffer (rounded to its element type).
+  y = read(dst);
+  FaultRecord rec{spec_.kind, Tensor64(dst.shape())};
+  for (int64_t e = 0; e < numel; ++e) rec.error[e] = y[e] - before[e];
+  records_.push_back(std::move(rec));
+}
+
+}  // namespace darknight::accel

@@ -1,0 +1,285 @@
+#include "trusted/integrity.h"
+
+#include <sodium.h>
+
+#include <cmath>
+
+namespace darknight::trusted {
+
+std::string to_string(IntegrityMode m) {
+  switch (m) {
+    case IntegrityMode::none: return "none";
+    case IntegrityMode::redundant: return "redundant";
+    case IntegrityMode::freivalds: return "freivalds";
+  }
+  return "?";
+}
+
+IntegrityMode parse_integrity_mode(const std::string& s) {
+  for (IntegrityMode m : {IntegrityMode::none, IntegrityMode::redundant, IntegrityMode::freivalds})
+    if (to_string(m) == s) return m;
+  throw Error(fmt::format("unknown integrity mode '{}' (none, redundant, freivalds)", s));
+}
+
+Geometry Geometry::of(const nn::Node& node, const Shape& in_item) {
+  Geometry g;
+  if (node.op == nn::Op::conv) {
+    const accel::ConvDesc& d = node.conv;
+    g.c = in_item[0], g.h = in_item[1], g.w = in_item[2];
+    g.o = node.shape[0], g.oh = node.shape[1], g.ow = node.shape[2];
+    g.kh = d.kernel_h, g.kw = d.kernel_w, g.sh = d.stride_h, g.sw = d.stride_w;
+    g.pt = d.pad_top, g.pl = d.pad_left, g.dh = d.dilation_h, g.dw = d.dilation_w;
+    g.groups = d.groups;
+  } else {
+    g.c = in_item.numel();
+    g.o = node.dense.out_features;
+  }
+  return g;
+}
+
+WeightDigest::WeightDigest(const Tensor& w, int64_t groups, IntegrityMode mode, Csprng& rng) {
+  crypto_generichash(hash_.data(), hash_.size(), reinterpret_cast<const unsigned char*>(w.data()),
+                     w.bytes(), nullptr, 0);
+  const int64_t o = w.shape()[0], per = w.numel() / o;  // per = I/g * KH * KW
+  {
+    row_l1_.assign(static_cast<size_t>(o), 0.0);
+    for (int64_t r = 0; r < o; ++r)
+      for (int64_t e = 0; e < per; ++e) row_l1_[r] += std::abs(double(w[r * per + e]));
+  }
+  if (mode == IntegrityMode::freivalds) {
+    s_.resize(static_cast<size_t>(kProjections * o));
+    rng.gaussian(s_.data(), kProjections * o, 0.0, 1.0);
+    const int64_t og = o / groups, cols = per * groups;
+    u_.assign(static_cast<size_t>(kProjections * cols), 0.0);
+    ws2_.assign(static_cast<size_t>(kProjections * groups), 0.0);
+    for (int pr = 0; pr < kProjections; ++pr)
+      for (int64_t r = 0; r < o; ++r) {
+        const double sr = s_[pr * o + r];
+        const int64_t base = pr * cols + (r / og) * per;  // the group's input channels
+        double w2 = 0;
+        for (int64_t e = 0; e < per; ++e) {
+          u_[base + e] += sr * w[r * per + e];
+          w2 += double(w[r * per + e]) * w[r * per + e];
+        }
+        ws2_[pr * groups + r / og] += sr * sr * w2;
+      }
+  }
+}
+
+WeightDigest::~WeightDigest() {
+  for (auto* v : {&s_, &u_, &ws2_})
+    if (!v->empty()) sodium_memzero(v->data(), v->size() * sizeof(double));
+}
+
+bool WeightDigest::matches(const Tensor& w) const {
+  std::array<unsigned char, 32> h{};
+  crypto_generichash(h.data(), h.size(), reinterpret_cast<const unsigned char*>(w.data()),
+                     w.bytes(), nullptr, 0);
+  return sodium_memcmp(h.data(), hash_.data(), h.size()) == 0;
+}
+
+ForwardCheck::ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
+                           const std::vector<Mixing>& secrets, int64_t mixtures, DType precision)
+    : mode_(mode), g_(g), d_(digest), secrets_(secrets), mixtures_(mixtures) {
+  const double u = precision == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
+  constexpr double kLambda = 10;
+  bound_ = kLambda * std::sqrt(static_cast<double>(g.fan_in())) * u;
+  const Shape cells{kProjections * mixtures * g.oh * g.ow};
+  if (mode == IntegrityMode::freivalds) {
+    ref_ = Tensor64(cells), ref_sq_ = Tensor64(cells), got_ = Tensor64(cells);
+    got_abs_ = Tensor64(cells), tol_ = Tensor64(cells);
+  }
+  max_in_ = Tensor64(Shape{mixtures});
+}
+
+template <typename T>
+void ForwardCheck::on_input(const BlindedT<T>& rows, int64_t first, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], p = g_.oh * g_.ow, hw = g_.h * g_.w;
+  const T* x = rows.data();
+  for (int64_t r = 0; r < n; ++r) {
+    double m = max_in_[first + r];
+    for (int64_t e = 0; e < len; ++e) m = std::max(m, std::abs(double(x[r * len + e])));
+    max_in_[first + r] = m;
+  }
+  if (mode_ == IntegrityMode::redundant) return;
+  // Scatter each input element into the output positions it reaches: (s^T W) xbar_j, and
+  // sum over groups of (sum_{o in group} s_o^2 ||W_o||^2) ||xbar_j's patch in the group||^2,
+  // for every projection s.
+  const std::vector<double>&u = d_.u(), &ws2 = d_.ws2();
+  const int64_t cols = g_.c * g_.kh * g_.kw, cg = g_.c / g_.groups;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t r = 0; r < n; ++r) {
+      double* ref = ref_.data() + (pr * mixtures_ + first + r) * p;
+      double* ref2 = ref_sq_.data() + (pr * mixtures_ + first + r) * p;
+      const double* up = u.data() + pr * cols;
+      const double* wp = ws2.data() + pr * g_.groups;
+      for (int64_t i = 0; i < len; ++i) {
+        const double v = x[r * len + i];
+        if (v == 0) continue;
+        const int64_t e = e0 + i, c = e / hw, hh = e % hw / g_.w, ww = e % g_.w;
+        const double v2 = wp[c / cg] * v * v;
+        for (int64_t kh = 0; kh < g_.kh; ++kh) {
+          const int64_t nh = hh + g_.pt - kh * g_.dh;
+          if (nh < 0 || nh % g_.sh || nh / g_.sh >= g_.oh) continue;
+          for (int64_t kw = 0; kw < g_.kw; ++kw) {
+            const int64_t nw = ww + g_.pl - kw * g_.dw;
+            if (nw < 0 || nw % g_.sw || nw / g_.sw >= g_.ow) continue;
+            const int64_t k = (c * g_.kh + kh) * g_.kw + kw, q = nh / g_.sh * g_.ow + nw / g_.sw;
+            ref[q] += up[k] * v;
+            ref2[q] += v2;
+          }
+        }
+      }
+    }
+}
+
+void ForwardCheck::begin_outputs() {
+  ok_ = true;
+  std::fill(got_.data(), got_.data() + got_.numel(), 0.0);
+  std::fill(got_abs_.data(), got_abs_.data() + got_abs_.numel(), 0.0);
+}
+
+int ForwardCheck::virtual_batch_of(int64_t first) const {
+  int64_t start = 0;
+  for (size_t v = 0; v < secrets_.size(); ++v) {
+    if (start == first) return static_cast<int>(v);
+    start += secrets_[v].mixtures();
+  }
+  throw Error(fmt::format("integrity: no virtual batch starts at mixture {}", first));
+}
+
+template <typename T>
+void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], p = g_.oh * g_.ow;
+  const T* y = rows.data();
+  if (mode_ == IntegrityMode::freivalds) {
+    const std::vector<double>& s = d_.s();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int pr = 0; pr < kProjections; ++pr)
+      for (int64_t r = 0; r < n; ++r) {
+        double* got = got_.data() + (pr * mixtures_ + first + r) * p;
+        double* gota = got_abs_.data() + (pr * mixtures_ + first + r) * p;
+        const double* sp = s.data() + pr * g_.o;
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t e = e0 + i;
+          const double v = sp[e / p] * double(y[r * len + i]);
+          got[e % p] += v;
+          gota[e % p] += std::abs(v);
+        }
+      }
+    return;
+  }
+  const Mixing& mx = secrets_[static_cast<size_t>(virtual_batch_of(first))];
+  DK_CHECK(n == mx.mixtures() && mx.extra() == 1, "integrity: {} outputs for a virtual batch of {}",
+           n, mx.mixtures());
+  double f = 0;
+  for (int64_t r = 0; r < n; ++r) f += std::abs(mx.null(0, static_cast<int>(r))) * max_in_[first + r];
+  const std::vector<double>& l1 = d_.row_l1();
+  bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+  for (int64_t i = 0; i < len; ++i) {
+    double res = 0, mag = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      const double v = mx.null(0, static_cast<int>(r)) * double(y[r * len + i]);
+      res += v, mag += std::abs(v);
+    }
+    const double tol = bound_ * l1[(e0 + i) / p] * f + 1e-12 * mag;
+    ok = ok && std::abs(res) <= tol;  // false for NaN
+  }
+  ok_ = ok_ && ok;
+}
+
+bool ForwardCheck::passed() {
+  if (mode_ != IntegrityMode::freivalds) return ok_;
+  for (int64_t q = 0; q < ref_.numel(); ++q) {
+    tol_[q] = bound_ * std::sqrt(ref_sq_[q]) + 1e-12 * got_abs_[q];
+    if (!(std::abs(got_[q] - ref_[q]) <= tol_[q])) ok_ = false;
+  }
+  return ok_;
+}
+
+bool ForwardCheck::above_tolerance(const Tensor64& e) const {
+  const int64_t p = g_.oh * g_.ow, item = g_.o * p;
+  DK_CHECK(e.numel() == mixtures_ * item, "integrity: error of {} values for {} outputs", e.numel(),
+           mixtures_ * item);
+  if (mode_ == IntegrityMode::freivalds) {
+    const std::vector<double>& s = d_.s();
+    for (int pr = 0; pr < kProjections; ++pr)
+      for (int64_t j = 0; j < mixtures_; ++j)
+        for (int64_t q = 0; q < p; ++q) {
+          double eff = 0;
+          for (int64_t o = 0; o < g_.o; ++o) eff += s[pr * g_.o + o] * e[j * item + o * p + q];
+          if (!(std::abs(eff) <= tol_[(pr * mixtures_ + j) * p + q])) return true;
+        }
+    return false;
+  }
+  int64_t first = 0;
+  for (const Mixing& mx : secrets_) {
+    double f = 0;
+    for (int r = 0; r < mx.mixtures(); ++r) f += std::abs(mx.null(0, r)) * max_in_[first + r];
+    for (int64_t i = 0; i < item; ++i) {
+      double eff = 0;
+      for (int r = 0; r < mx.mixtures(); ++r) eff += mx.null(0, r) * e[(first + r) * item + i];
+      if (!(std::abs(eff) <= bound_ * d_.row_l1()[i / p] * f)) return true;
+    }
+    first += mx.mixtures();
+  }
+  return false;
+}
+
+bool ForwardCheck::corrupts(const Tensor64& e) const {
+  const int64_t p = g_.oh * g_.ow, item = g_.o * p;
+  int64_t first = 0;
+  for (const Mixing& mx : secrets_) {
+    for (int i = 0; i < mx.k(); ++i) {
+      double f = 0;
+      for (int j = 0; j < mx.mixtures(); ++j) f += std::abs(mx.inv(i, j)) * max_in_[first + j];
+      for (int64_t q = 0; q < item; ++q) {
+        double d = 0;
+        for (int j = 0; j < mx.mixtures(); ++j) d += mx.inv(i, j) * e[(first + j) * item + q];
+        if (!(std::abs(d) <= bound_ * d_.row_l1()[q / p] * f)) return true;
+      }
+    }
+    first += mx.mixtures();
+  }
+  return false;
+}
+
+Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src) {
+  const int64_t m = src.shape()[0], p = g.oh * g.ow, cg = g.c / g.groups, og = g.o / g.groups;
+  const int64_t in_item = g.c * g.h * g.w;
+  DK_CHECK(src.shape().item_numel() == in_item, "trusted_linear: items of {} values for {}",
+           src.shape().item_numel(), in_item);
+  Tensor out(Shape{m, g.o * p});
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < m; ++n)
+    for (int64_t o = 0; o < g.o; ++o) {
+      const float* x = src.data() + n * in_item;
+      const float* wo = w.data() + o * cg * g.kh * g.kw;
+      const int64_t c0 = o / og * cg;
+      for (int64_t oh = 0; oh < g.oh; ++oh)
+        for (int64_t ow = 0; ow < g.ow; ++ow) {
+          double acc = 0;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t kh = 0; kh < g.kh; ++kh) {
+              const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+              if (ih < 0 || ih >= g.h) continue;
+              for (int64_t kw = 0; kw < g.kw; ++kw) {
+                const int64_t iw = ow * g.sw - g.pl + kw * g.dw;
+                if (iw < 0 || iw >= g.w) continue;
+                acc += double(wo[(c * g.kh + kh) * g.kw + kw]) * x[((c0 + c) * g.h + ih) * g.w + iw];
+              }
+            }
+          out[n * g.o * p + o * p + oh * g.ow + ow] = static_cast<float>(acc);
+        }
+    }
+  return out;
+}
+
+template void ForwardCheck::on_input<float>(const BlindedT<float>&, int64_t, int64_t);
+template void ForwardCheck::on_input<double>(const BlindedT<double>&, int64_t, int64_t);
+template void ForwardCheck::on_output<float>(const TensorT<float>&, int64_t, int64_t);
+template void ForwardCheck::on_output<double>(const TensorT<double>&, int64_t, int64_t);
+
+}  // namespace darknight::trusted

@@ -1,0 +1,149 @@
+// Checking the untrusted accelerator's results (paper section 3.3; docs/SECURITY.md
+// "Integrity"). Two checks of each linear operation, both on the mixtures themselves:
+//
+//  - redundant: a (K+2)-th mixture; the outputs of a virtual batch must satisfy
+//    sum_j c_j ybar_j = 0 for the null vector c of the mixing matrix. An accelerator that
+//    sees the K+2 mixtures can compute c itself and hide any error E with E c = 0.
+//  - freivalds: with secret random vectors s over the output channels (kProjections of
+//    them, Gaussian, drawn at load time and never sent anywhere), s^T (W xbar_j),
+//    computed from the accelerator's output, must equal (s^T W) xbar_j, computed by the
+//    trusted side from s^T W (derived from the weights as they pass through at load time)
+//    and the mixture it sent. A wrong result passes only if its error is orthogonal to s.
+//
+// Both compare floating-point results, so each allows a tolerance: a bound on the
+// accelerator's rounding error. For a dot product of n terms in unit roundoff u, the
+// probabilistic bound of Higham and Mary (SIAM J. Sci. Comput. 41(5), 2019, Thm 2.4),
+//   |error| <= lambda sqrt(n) u sum_k |w_k x_k|,  failing with probability at most
+//   2 exp(-lambda^2 (1 - u)^2 / 2)  (lambda = 10: 4e-22),
+// is far tighter than the worst case n u. Under the same model (independent, mean-zero
+// roundings), a projection sum_o s_o error_o of independent outputs concentrates likewise
+// (Azuma-Hoeffding), so with Cauchy-Schwarz, sum_k |w_ok x_k| <= ||W_o|| ||patch||:
+//   freivalds, output position p of mixture j:
+//     |s^T ybar_j[p] - (s^T W xbar_j)[p]|
+//         <= lambda sqrt(n) u sqrt(sum_groups (sum_{o in group} s_o^2 ||W_o||^2)
+//                                  ||xbar_j's patch of p in the group||^2)
+//   redundant, output element (o, p) of virtual batch v (worst case over the patch):
+//     |sum_j c_j ybar_j[o, p]| <= lambda sqrt(n) u ||W_o||_1 sum_j |c_j| max|xbar_j|
+// each plus 1e-12 of the magnitudes for the trusted side's own f64 sums. A correct result
+// fails only with that probability; errors below the tolerance pass.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nn/graph.h"
+#include "protocol/blinded.h"
+#include "trusted/codec.h"
+#include "trusted/random.h"
+
+namespace darknight::trusted {
+
+enum class IntegrityMode { none, redundant, freivalds };
+/// Freivalds projections per check. Several, because with a float tolerance one projection
+/// of a large error can land below it by chance (measured: 1 in ~30 dropped mixtures of a
+/// dense layer passed a single projection); each costs 1/O of the layer's multiply-adds.
+constexpr int kProjections = 4;
+std::string to_string(IntegrityMode m);
+/// "none" | "redundant" | "freivalds"; throws Error otherwise.
+IntegrityMode parse_integrity_mode(const std::string& s);
+
+/// What a run's report says about integrity.
+struct IntegrityCounters {
+  int64_t checks = 0;    ///< linear operations checked
+  int64_t injected = 0;  ///< faults injected (measurement runs only)
+  /// Injected faults whose effect on the checked quantity exceeds the check's tolerance.
+  int64_t injected_above_tolerance = 0;
+  /// Injected faults that change a decoded output by more than its rounding bound, whether
+  /// the check can see them or not (the redundant check cannot see adversarial ones).
+  int64_t corrupting = 0;
+  int64_t detected = 0;      ///< failed checks of operations with an injected fault
+  int64_t false_alarms = 0;  ///< failed checks of operations without one
+  int64_t recomputed = 0;    ///< operations rerun on the accelerator after a failed check
+  int64_t fallbacks = 0;     ///< operations computed in the trusted runtime instead
+};
+
+/// The shape of a linear layer as the checks see it: a convolution; a dense layer is a
+/// 1x1 convolution of a [I, 1, 1] item.
+struct Geometry {
+  int64_t c = 0, h = 1, w = 1;    ///< input item
+  int64_t o = 0, oh = 1, ow = 1;  ///< output item
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1, groups = 1;
+  static Geometry of(const nn::Node& node, const Shape& in_item);
+  int64_t fan_in() const { return c / groups * kh * kw; }
+};
+
+/// What the trusted side keeps of a linear layer's weights to check results and to verify
+/// weights read back: derived while the weights pass through at load time. Secret.
+class WeightDigest {
+ public:
+  WeightDigest() = default;
+  /// `w` as [O, I/groups, KH, KW] or [O, I]; draws s from `rng` (freivalds).
+  WeightDigest(const Tensor& w, int64_t groups, IntegrityMode mode, Csprng& rng);
+  WeightDigest(WeightDigest&&) noexcept = default;
+  WeightDigest& operator=(WeightDigest&&) noexcept = default;
+  ~WeightDigest();
+
+  /// The projections s ([kProjections, O]); s^T W as [kProjections, C, KH, KW] kernels
+  /// (C = all input channels); sum_{o in group} s_o^2 ||W_o||^2 as [kProjections, groups].
+  const std::vector<double>& s() const { return s_; }
+  const std::vector<double>& u() const { return u_; }
+  const std::vector<double>& ws2() const { return ws2_; }
+  /// ||W_o||_1 per output channel (every mode).
+  const std::vector<double>& row_l1() const { return row_l1_; }
+  /// Whether `w` is the tensor this digest was made from (BLAKE2b-256 of its bytes).
+  bool matches(const Tensor& w) const;
+
+ private:
+  std::vector<double> s_, u_, ws2_, row_l1_;
+  std::array<unsigned char, 32> hash_{};
+};
+
+/// Checks one linear operation's outputs: sees the mixtures as they are sent
+/// (on_input) and the outputs as they come back (on_output), then says whether every
+/// check passed.
+class ForwardCheck {
+ public:
+  /// `secrets` (filled by the encoder before the first on_output) gives the virtual
+  /// batches; `precision` the accelerator's element type.
+  ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
+               const std::vector<Mixing>& secrets, int64_t mixtures, DType precision);
+
+  template <typename T>
+  void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
+  /// Starts checking a (re)computed set of outputs.
+  void begin_outputs();
+  template <typename T>
+  void on_output(const TensorT<T>& rows, int64_t first, int64_t e0);
+  /// After every output came back: whether all checks passed.
+  bool passed();
+  /// Whether an error `e` added to the outputs (all mixtures) would exceed the tolerance of
+  /// the quantity this check tests (for the measurement's bookkeeping).
+  bool above_tolerance(const Tensor64& e) const;
+  /// Whether `e` would change a decoded output by more than that output's rounding bound,
+  /// lambda sqrt(n) u ||W_o||_1 sum_j |inv_ij| max|xbar_j|.
+  bool corrupts(const Tensor64& e) const;
+
+ private:
+  int virtual_batch_of(int64_t first) const;
+  IntegrityMode mode_;
+  Geometry g_;
+  const WeightDigest& d_;
+  const std::vector<Mixing>& secrets_;
+  int64_t mixtures_;
+  double bound_;  ///< lambda sqrt(n) u
+  bool ok_ = true;
+  // freivalds, per projection, mixture and output position: (s^T W) xbar, the weighted
+  // squared patch norms above, s^T ybar, |s|^T |ybar| and the tolerance. Held as tensors
+  // so that the trusted memory meter counts them.
+  Tensor64 ref_, ref_sq_, got_, got_abs_, tol_;
+  // max |xbar_j| per mixture.
+  Tensor64 max_in_;
+};
+
+/// W x for plaintext items, computed in the trusted runtime (f64 accumulation): the
+/// fallback when the accelerator keeps failing checks. `w` must be verified first.
+Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src);
+
+}  // namespace darknight::trusted

@@ -1,0 +1,225 @@
+// Integrity checks of the accelerator's results (trusted/integrity.h): correct results
+// pass, injected faults above the tolerance are caught and never used, and the redundant
+// mixture's known blind spots are real.
+#include "trusted/integrity.h"
+
+#include <gtest/gtest.h>
+
+#include "accel/backend.h"
+#include "accel/faults.h"
+#include "baselines/engines.h"
+#include "baselines/plain_io.h"
+#include "nn/zoo.h"
+#include "support/random.h"
+#include "trusted/darknight_engine.h"
+
+namespace darknight::trusted {
+namespace {
+
+using accel::FaultKind;
+using darknight::testing::random_tensor;
+
+nn::Graph model(const std::string& name, int64_t size) {
+  nn::ModelOptions o;
+  o.input_size = size;
+  o.seed = 1;
+  return nn::build_model(name, o);
+}
+
+/// A convolution with every geometric option: stride, dilation, asymmetric padding, groups.
+nn::Graph odd_conv() {
+  nn::Graph g(Shape{4, 11, 9});
+  accel::ConvDesc d;
+  d.in_channels = 4, d.out_channels = 6, d.kernel_h = 3, d.kernel_w = 2;
+  d.stride_h = 2, d.stride_w = 1, d.dilation_h = 2, d.dilation_w = 1;
+  d.pad_top = 2, d.pad_bottom = 1, d.pad_left = 0, d.pad_right = 1, d.groups = 2;
+  const int c = g.conv(0, d, random_tensor(d.weight_shape(), 5), random_tensor(Shape{6}, 6), "odd");
+  g.dense(c, 5, random_tensor(Shape{5, g.node(c).shape.numel()}, 7), Tensor(Shape{5}), "fc");
+  return g;
+}
+
+struct Result {
+  Tensor out;
+  IntegrityCounters counters;
+  int64_t injected = 0;
+};
+
+Result run(nn::Graph g, const Tensor& x, IntegrityMode mode, DType precision = DType::f32,
+           std::optional<accel::FaultSpec> faults = std::nullopt) {
+  auto be = accel::make_backend("cpu");
+  CodecOptions co;
+  co.k = 3;
+  co.precision = precision;
+  co.redundancy = mode == IntegrityMode::redundant ? 1 : 0;
+  Csprng rng(11), check_rng(12);
+  std::unique_ptr<accel::FaultInjector> inj;
+  if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1 + co.redundancy);
+  DarKnightEngine engine(*be, co, rng);
+  engine.set_integrity(mode, &check_rng, inj.get());
+  be->set_fault_injector(inj.get());
+  Runtime rt(std::move(g), engine, {});
+  Result r;
+  r.out = rt.infer(x);
+  r.counters = engine.integrity();
+  r.injected = inj ? inj->injected() : 0;
+  return r;
+}
+
+double max_rel_diff(const Tensor& a, const Tensor& b) {
+  double diff = 0, mag = 0;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    diff = std::max(diff, double(std::abs(a[i] - b[i]))), mag = std::max(mag, double(std::abs(b[i])));
+  return diff / mag;
+}
+
+TEST(Integrity, RedundantMixingHasANullVector) {
+  Csprng rng(3);
+  for (int k : {1, 3, 8}) {
+    const Mixing m = Mixing::draw(k, 0.5, rng, 1);
+    ASSERT_EQ(m.mixtures(), k + 2);
+    for (int i = 0; i < m.n(); ++i) {
+      double c = 0;
+      for (int j = 0; j < m.mixtures(); ++j) c += m.null(0, j) * m.a(j, i);
+      EXPECT_NEAR(c, 0.0, 1e-12);
+      for (int l = 0; l < m.n(); ++l) {
+        double p = 0;  // pinv(A) A = I
+        for (int j = 0; j < m.mixtures(); ++j) p += m.inv(i, j) * m.a(j, l);
+        EXPECT_NEAR(p, i == l ? 1.0 : 0.0, 1e-12);
+      }
+    }
+    EXPECT_NEAR(m.condition_number(), 1.0, 1e-9);
+  }
+}
+
+// No false alarms on correct results, for every layer shape the zoo has (depthwise and
+// strided in MobileNet, 1x1 shortcuts in ResNet), an odd geometry, and both precisions;
+// and the checked run computes what the unchecked one does.
+TEST(Integrity, CorrectResultsPassEveryCheck) {
+  struct Case {
+    std::string name;
+    nn::Graph (*make)();
+    Shape input;
+  };
+  const std::vector<Case> cases = {
+      {"fmnist-cnn", [] { return model("fmnist-cnn", 28); }, Shape{7, 1, 28, 28}},
+      {"mobilenet", [] { return model("mobilenet", 32); }, Shape{4, 3, 32, 32}},
+      {"resnet18", [] { return model("resnet18", 32); }, Shape{4, 3, 32, 32}},
+      {"odd-conv", odd_conv, Shape{7, 4, 11, 9}}};
+  for (const Case& c : cases)
+    for (IntegrityMode mode : {IntegrityMode::redundant, IntegrityMode::freivalds})
+      for (DType p : {DType::f32, DType::f64}) {
+        SCOPED_TRACE(c.name + " " + to_string(mode) + (p == DType::f32 ? " f32" : " f64"));
+        const Tensor x = random_tensor(c.input, 4, 0, 1);
+        const Result none = run(c.make(), x, IntegrityMode::none, p);
+        const Result checked = run(c.make(), x, mode, p);
+        EXPECT_GT(checked.counters.checks, 0);
+        EXPECT_EQ(checked.counters.false_alarms, 0);
+        EXPECT_EQ(checked.counters.recomputed, 0);
+        if (mode == IntegrityMode::freivalds) {
+          // Same secrets (the check vectors have their own generator): the same outputs.
+          for (int64_t i = 0; i < x.numel() && i < none.out.numel(); ++i)
+            ASSERT_EQ(none.out[i], checked.out[i]);
+        }
+      }
+}
+
+// Faults of every kind at a high rate: Freivalds catches every one above its tolerance,
+// the recomputed (or trusted) results replace them, and the output is the fault-free one.
+TEST(Integrity, FreivaldsCatchesEveryKindOfFault) {
+  for (auto [name, size] : {std::pair<std::string, int64_t>{"fmnist-cnn", 28}, {"odd-conv", 0}}) {
+    const Shape in = size ? Shape{9, 1, 28, 28} : Shape{9, 4, 11, 9};
+    auto make = [&] { return size ? model(name, size) : odd_conv(); };
+    const Tensor x = random_tensor(in, 8, 0, 1);
+    const Result clean = run(make(), x, IntegrityMode::freivalds);
+    for (FaultKind kind : {FaultKind::bitflip, FaultKind::scale, FaultKind::wrong_weights,
+                           FaultKind::drop, FaultKind::adversarial}) {
+      SCOPED_TRACE(name + " " + accel::to_string(kind));
+      int64_t injected = 0, detected = 0;
+      for (uint64_t seed = 1; seed <= 6; ++seed) {
+        const Result r = run(make(), x, IntegrityMode::freivalds, DType::f32,
+                             accel::FaultSpec{kind, 0.7, seed});
+        const IntegrityCounters& c = r.counters;
+        EXPECT_EQ(c.injected, r.injected);
+        EXPECT_EQ(c.detected, c.injected_above_tolerance);
+        EXPECT_EQ(c.false_alarms, 0);
+        EXPECT_EQ(c.recomputed + c.fallbacks, c.detected);
+        if (kind != FaultKind::bitflip) EXPECT_EQ(c.detected, c.injected);
+        // Results computed in the trusted runtime are exact; the clean run has the f32
+        // decode error (docs/accuracy.md).
+        EXPECT_LT(max_rel_diff(r.out, clean.out), 1e-3);
+        injected += c.injected, detected += c.detected;
+      }
+      EXPECT_GT(injected, 5);
+      if (kind != FaultKind::bitflip) EXPECT_EQ(detected, injected);
+    }
+  }
+}
+
+// The paper's redundant mixture catches faults that are not aimed at it, and cannot see an
+// error chosen to fit its null vector, nor a consistently wrong weight tensor.
+TEST(Integrity, RedundantMixtureHasBlindSpots) {
+  const Tensor x = random_tensor(Shape{9, 1, 28, 28}, 9, 0, 1);
+  for (FaultKind kind : {FaultKind::drop, FaultKind::scale}) {
+    const Result r = run(model("fmnist-cnn", 28), x, IntegrityMode::redundant, DType::f32,
+                         accel::FaultSpec{kind, 0.9, 3});
+    EXPECT_GT(r.counters.injected, 3);
+    EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
+    EXPECT_GE(r.counters.detected, r.counters.injected - 1) << accel::to_string(kind);
+  }
+  for (FaultKind kind : {FaultKind::adversarial, FaultKind::wrong_weights}) {
+    const Result r = run(model("fmnist-cnn", 28), x, IntegrityMode::redundant, DType::f32,
+                         accel::FaultSpec{kind, 0.9, 3});
+    EXPECT_GT(r.counters.injected, 3);
+    EXPECT_EQ(r.counters.detected, 0) << accel::to_string(kind);
+    EXPECT_EQ(r.counters.corrupting, r.counters.injected);  // yet they change the outputs
+  }
+}
+
+// Without checks nothing is caught: the injected faults do reach the outputs (so the
+// tests above could fail).
+TEST(Integrity, UncheckedFaultsReachTheOutput) {
+  const Tensor x = random_tensor(Shape{9, 1, 28, 28}, 10, 0, 1);
+  const Result clean = run(model("fmnist-cnn", 28), x, IntegrityMode::none);
+  const Result bad = run(model("fmnist-cnn", 28), x, IntegrityMode::none, DType::f32,
+                         accel::FaultSpec{FaultKind::adversarial, 1.0, 1});
+  EXPECT_GT(bad.injected, 0);
+  EXPECT_GT(max_rel_diff(bad.out, clean.out), 1e-2);
+}
+
+TEST(Integrity, TrustedFallbackComputesTheLayer) {
+  nn::Graph g = odd_conv();
+  const nn::Node& conv = g.node(1);
+  const Tensor x = random_tensor(Shape{3, 4, 11, 9}, 12);
+  auto be = accel::make_backend("ref");
+  const Geometry geo = Geometry::of(conv, Shape{4, 11, 9});
+  const Tensor w = g.weights()[static_cast<size_t>(conv.weights)].clone();
+  const Tensor y = trusted_linear(geo, w, x);
+  // The ref backend's f64 result of the same convolution.
+  baselines::PlainIo io(*be, DType::f64);
+  auto wb = be->create_weights(w);
+  auto xb = io.put(x);
+  auto yb = io.make(conv.conv.dst_shape(x.shape()));
+  be->conv2d_forward(conv.conv, *xb, *wb, *yb);
+  const Tensor ref = io.get(*yb);
+  ASSERT_EQ(ref.numel(), y.numel());
+  for (int64_t i = 0; i < y.numel(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
+  Csprng rng(1);
+  const WeightDigest d(w, conv.conv.groups, IntegrityMode::freivalds, rng);
+  EXPECT_TRUE(d.matches(w));
+  Tensor w2 = w.clone();
+  w2[3] = std::nextafter(w2[3], 10.0f);
+  EXPECT_FALSE(d.matches(w2));
+}
+
+TEST(Integrity, FaultSpecParsing) {
+  const accel::FaultSpec s = accel::FaultSpec::parse("wrong-weights:0.25:7");
+  EXPECT_EQ(s.kind, FaultKind::wrong_weights);
+  EXPECT_DOUBLE_EQ(s.rate, 0.25);
+  EXPECT_EQ(s.seed, 7u);
+  EXPECT_FALSE(accel::FaultSpec::parse("drop:1").seed.has_value());
+  for (const char* bad : {"drop", "melt:0.1", "drop:x", "drop:1.5", "drop:0.1:z", "drop:0.1x"})
+    EXPECT_THROW(accel::FaultSpec::parse(bad), Error) << bad;
+}
+
+}  // namespace
+}  // namespace darknight::trusted
