@@ -4,7 +4,10 @@
 #include <cstdint>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "nn/graph.h"
+#include "trusted/integrity.h"
 
 namespace darknight::app {
 
@@ -26,6 +29,11 @@ nn::Graph make_model(const ModelSpec& s);
 int64_t parse_bytes(const std::string& s);
 
 int argmax(const float* p, int64_t n);
+
+/// The report's `integrity` object for a run with `mode` checks and `faults` injected into
+/// `operations` linear operations; also printed as one line.
+nlohmann::json integrity_report(const std::string& mode, const std::string& faults,
+                                int64_t operations, const trusted::IntegrityCounters& c);
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {

@@ -303,29 +303,9 @@ int run_infer(const InferOptions& o) {
   if (nonfinite)
     std::fprintf(stderr, "darknight: warning: %lld output values are not finite\n",
                  static_cast<long long>(nonfinite));
-  if (o.integrity != "none" || !o.inject_faults.empty()) {
-    const trusted::IntegrityCounters& ic = run.integrity;
-    rep["integrity"] = {{"mode", o.integrity},
-                        {"faults", o.inject_faults},
-                        {"operations", run.faulted_operations},
-                        {"checks", ic.checks},
-                        {"injected", ic.injected},
-                        {"injected_above_tolerance", ic.injected_above_tolerance},
-                        {"corrupting", ic.corrupting},
-                        {"detected", ic.detected},
-                        {"recomputed", ic.recomputed},
-                        {"fallbacks", ic.fallbacks},
-                        {"false_alarms", ic.false_alarms}};
-    std::printf("  integrity %s: %lld checks, %lld faults injected (%lld above tolerance, %lld "
-                "corrupting outputs), %lld detected, %lld recomputed, %lld computed in the "
-                "trusted runtime, %lld false alarms\n",
-                o.integrity.c_str(), static_cast<long long>(ic.checks),
-                static_cast<long long>(ic.injected),
-                static_cast<long long>(ic.injected_above_tolerance),
-                static_cast<long long>(ic.corrupting),
-                static_cast<long long>(ic.detected), static_cast<long long>(ic.recomputed),
-                static_cast<long long>(ic.fallbacks), static_cast<long long>(ic.false_alarms));
-  }
+  if (o.integrity != "none" || !o.inject_faults.empty())
+    rep["integrity"] =
+        integrity_report(o.integrity, o.inject_faults, run.faulted_operations, run.integrity);
   rep["bytes_to_accelerator"] = run.stats.bytes_to_accelerator;
   rep["bytes_from_accelerator"] = run.stats.bytes_from_accelerator;
   auto accuracy = [&](const Tensor& out) {

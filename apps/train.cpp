@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "accel/backend.h"
+#include "accel/faults.h"
 #include "baselines/engines.h"
 #include "common.h"
 #include "data/datasets.h"
@@ -128,6 +129,14 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
                 "deltas: the gradient stays on the accelerator)")
       ->check(CLI::IsMember({"trusted", "folded"}))
       ->capture_default_str();
+  c->add_option("--integrity", o.integrity,
+                "Check the accelerator's results: none | freivalds (needs --grad-decode "
+                "folded); docs/SECURITY.md")
+      ->check(CLI::IsMember({"none", "freivalds"}))
+      ->capture_default_str();
+  c->add_option("--inject-faults", o.inject_faults,
+                "KIND:RATE[:SEED]: corrupt that fraction of the in-process accelerator's linear "
+                "operations (bitflip, scale, wrong-weights, drop, adversarial)");
   c->add_option("--checkpoint", o.checkpoint, "Directory for a checkpoint after every epoch");
   c->add_flag("--resume", o.resume, "Continue from the checkpoint in --checkpoint");
   c->add_option("--metrics", o.metrics, "Per-epoch metrics CSV");
@@ -212,7 +221,21 @@ int run_train(const TrainOptions& o) {
   // Engine and trainer.
   const DType dtype = o.precision == "f64" ? DType::f64 : DType::f32;
   auto accel = accel::make_backend(o.accelerator);
-  std::unique_ptr<trusted::Csprng> rng;
+  const auto integrity = trusted::parse_integrity_mode(o.integrity);
+  DK_CHECK(integrity == trusted::IntegrityMode::none ||
+               (o.mode == "darknight" && o.grad_decode == "folded"),
+           "--integrity {} needs --mode darknight --grad-decode folded", o.integrity);
+  std::unique_ptr<accel::FaultInjector> faults;
+  if (!o.inject_faults.empty()) {
+    DK_CHECK(o.mode != "tee", "--inject-faults needs an accelerator (not --mode tee)");
+    accel::FaultSpec spec = accel::FaultSpec::parse(o.inject_faults);
+    if (!spec.seed && o.seeded) spec.seed = o.seed ^ 0x6661756c7473ULL;  // its own stream
+    faults = std::make_unique<accel::FaultInjector>(spec, o.k + 1,
+                                                    integrity != trusted::IntegrityMode::none);
+    accel->set_fault_injector(faults.get());
+  }
+  std::unique_ptr<trusted::Csprng> rng, check_rng;
+  trusted::DarKnightEngine* dk = nullptr;
   std::unique_ptr<trusted::TrainEngine> engine;
   trusted::RuntimeOptions ro;
   ro.memory_budget = parse_bytes(o.enclave_memory);
@@ -222,9 +245,16 @@ int run_train(const TrainOptions& o) {
     co.k = o.k, co.noise = {o.noise_mean, o.noise_std}, co.precision = dtype;
     rng =
         o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
-    engine = std::make_unique<trusted::DarKnightEngine>(
+    auto e = std::make_unique<trusted::DarKnightEngine>(
         *accel, co, *rng, 0,
         o.grad_decode == "folded" ? trusted::GradDecode::folded : trusted::GradDecode::trusted);
+    // The check vectors come from a stream of their own (a checked run blinds as an
+    // unchecked one does).
+    check_rng = o.seeded ? std::make_unique<trusted::Csprng>(o.seed ^ 0x636865636bULL)
+                         : std::make_unique<trusted::Csprng>();
+    e->set_integrity(integrity, check_rng.get(), faults.get());
+    dk = e.get();
+    engine = std::move(e);
   } else if (o.mode == "plain") {
     engine = std::make_unique<baselines::PlainEngine>(*accel, dtype);
     ro.enforce_budget = false;
@@ -337,8 +367,16 @@ int run_train(const TrainOptions& o) {
       st.peak_trusted_bytes / 1048576.0, st.times.encode, st.times.accelerator, st.times.decode,
       st.times.nonlinear, st.backward_times.encode, st.backward_times.accelerator,
       st.backward_times.decode, st.backward_times.nonlinear);
+  json integrity_json;
+  if (o.integrity != "none" || faults) {
+    trusted::IntegrityCounters ic = dk ? dk->integrity() : trusted::IntegrityCounters{};
+    if (faults && integrity == trusted::IntegrityMode::none) ic.injected = faults->injected();
+    integrity_json =
+        integrity_report(o.integrity, o.inject_faults, faults ? faults->operations() : 0, ic);
+  }
   if (!o.report.empty()) {
     json rep;
+    if (!integrity_json.is_null()) rep["integrity"] = integrity_json;
     rep["mode"] = o.mode;
     rep["model"] = o.model;
     rep["data"] = o.data;

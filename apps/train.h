@@ -42,6 +42,8 @@ struct TrainOptions {
   int trusted_threads = 0;
   int64_t limit = 0;
   int64_t test_limit = 0;
+  std::string integrity = "none";
+  std::string inject_faults;
 };
 
 CLI::App* add_train_command(CLI::App& app, TrainOptions& o);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind docs/SECURITY.md "Integrity" and the integrity costs in
 # docs/performance.md (issue 6). Writes reports under results/integrity/ (ignored by git).
-# Run: scripts/integrity_measurements.sh [faults|cost|all]   (after make build)
+# Run: scripts/integrity_measurements.sh [faults|train|cost|all]   (after make build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dk=build/darknight
@@ -27,6 +27,23 @@ if [[ $what == faults || $what == all ]]; then
     done
   done
   python3 scripts/integrity_table.py "$out"
+fi
+
+if [[ $what == train || $what == all ]]; then
+  # A short training run: 400 steps of 16 Fashion-MNIST images (K = 4, folded gradient
+  # decode), 30% of the linear operations faulted (forward, backward-data and
+  # backward-weights, about 1300 faults per kind), and the same run unfaulted, with and
+  # without checks.
+  common=(--model fmnist-cnn --data fashion-mnist --limit 6400 --test-limit 2000 --batch 16
+          --mode darknight --grad-decode folded --lr 0.05 --momentum 0.9 --weight-decay 5e-4
+          --seed 3)
+  $dk train "${common[@]}" --report "$out/train-clean-none.json" | tail -1
+  $dk train "${common[@]}" --integrity freivalds --report "$out/train-clean-freivalds.json" | tail -1
+  for kind in bitflip scale wrong-weights drop adversarial; do
+    $dk train "${common[@]}" --integrity freivalds --inject-faults "$kind:0.3:7" \
+      --report "$out/train-$kind-freivalds.json" 2>/dev/null | tail -1
+  done
+  python3 scripts/integrity_table.py "$out" train
 fi
 
 if [[ $what == cost || $what == all ]]; then

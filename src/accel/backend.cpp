@@ -219,8 +219,9 @@ void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_conv2d_forward(d, src, w, dst);
   if (faults_)
-    faults_->after(*this, LinearOp::forward, src, &w,
-                   [&](const Weights& x) { do_conv2d_forward(d, src, x, dst); }, dst);
+    faults_->after(
+        *this, LinearOp::forward, src, &w,
+        [&](const Weights& x) { do_conv2d_forward(d, src, x, dst); }, dst);
 }
 
 void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -232,9 +233,9 @@ void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, co
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_conv2d_backward_data(d, diff_dst, w, diff_src);
   if (faults_)
-    faults_->after(*this, LinearOp::backward_data, diff_dst, &w,
-                   [&](const Weights& x) { do_conv2d_backward_data(d, diff_dst, x, diff_src); },
-                   diff_src);
+    faults_->after(
+        *this, LinearOp::backward_data, diff_dst, &w,
+        [&](const Weights& x) { do_conv2d_backward_data(d, diff_dst, x, diff_src); }, diff_src);
 }
 
 void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -246,7 +247,8 @@ void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, cons
   const int64_t parts =
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_conv2d_backward_weights(d, src, diff_dst, diff_weights, parts);
-  if (faults_) faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
+  if (faults_)
+    faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
 }
 
 void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
@@ -257,8 +259,9 @@ void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_dense_forward(d, src, w, dst);
   if (faults_)
-    faults_->after(*this, LinearOp::forward, src, &w,
-                   [&](const Weights& x) { do_dense_forward(d, src, x, dst); }, dst);
+    faults_->after(
+        *this, LinearOp::forward, src, &w,
+        [&](const Weights& x) { do_dense_forward(d, src, x, dst); }, dst);
 }
 
 void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -270,9 +273,9 @@ void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, co
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_dense_backward_data(d, diff_dst, w, diff_src);
   if (faults_)
-    faults_->after(*this, LinearOp::backward_data, diff_dst, &w,
-                   [&](const Weights& x) { do_dense_backward_data(d, diff_dst, x, diff_src); },
-                   diff_src);
+    faults_->after(
+        *this, LinearOp::backward_data, diff_dst, &w,
+        [&](const Weights& x) { do_dense_backward_data(d, diff_dst, x, diff_src); }, diff_src);
 }
 
 void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -284,7 +287,8 @@ void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, cons
   const int64_t parts =
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_dense_backward_weights(d, src, diff_dst, diff_weights, parts);
-  if (faults_) faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
+  if (faults_)
+    faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
 }
 
 // ---------------------------------------------------------------- registry

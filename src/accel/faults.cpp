@@ -11,11 +11,16 @@ namespace darknight::accel {
 
 std::string to_string(FaultKind k) {
   switch (k) {
-    case FaultKind::bitflip: return "bitflip";
-    case FaultKind::scale: return "scale";
-    case FaultKind::wrong_weights: return "wrong-weights";
-    case FaultKind::drop: return "drop";
-    case FaultKind::adversarial: return "adversarial";
+    case FaultKind::bitflip:
+      return "bitflip";
+    case FaultKind::scale:
+      return "scale";
+    case FaultKind::wrong_weights:
+      return "wrong-weights";
+    case FaultKind::drop:
+      return "drop";
+    case FaultKind::adversarial:
+      return "adversarial";
   }
   return "?";
 }
@@ -33,7 +38,8 @@ FaultSpec FaultSpec::parse(const std::string& text) {
     if (to_string(k) == kind) s.kind = k, known = true;
   DK_CHECK(known, "fault spec '{}': unknown kind '{}' (one of {})", text, kind, kinds);
   const auto c2 = text.find(':', c1 + 1);
-  const std::string rate = text.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1);
+  const std::string rate =
+      text.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1);
   try {
     size_t used = 0;
     s.rate = std::stod(rate, &used);
@@ -51,7 +57,10 @@ FaultSpec FaultSpec::parse(const std::string& text) {
 }
 
 FaultInjector::FaultInjector(FaultSpec spec, int group, bool record)
-    : spec_(spec), group_(group), record_(record), gen_(spec.seed ? *spec.seed : std::random_device{}()) {
+    : spec_(spec),
+      group_(group),
+      record_(record),
+      gen_(spec.seed ? *spec.seed : std::random_device{}()) {
   DK_CHECK(group >= 2, "fault injector: {} mixtures per virtual batch", group);
 }
 

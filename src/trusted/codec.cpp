@@ -241,9 +241,8 @@ void Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets, const Mixt
 template <typename T>
 BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
   const int64_t s = src.shape().item_numel();
-  TensorT<T> out(
-      src.shape().with_batch(mixture_count(split_virtual_batches(src.shape()[0], opts_.k),
-                                           opts_.redundancy)));
+  TensorT<T> out(src.shape().with_batch(
+      mixture_count(split_virtual_batches(src.shape()[0], opts_.k), opts_.redundancy)));
   encode<T>(src, secrets, [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
     const int64_t n = rows.shape()[0], len = rows.shape()[1];
     for (int64_t r = 0; r < n; ++r)

@@ -59,8 +59,7 @@ void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
   }
 }
 
-void DarKnightEngine::set_integrity(IntegrityMode mode, Csprng* rng,
-                                    accel::FaultInjector* ledger) {
+void DarKnightEngine::set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger) {
   DK_CHECK(mode == IntegrityMode::none || rng, "integrity checks need a generator");
   DK_CHECK((mode == IntegrityMode::redundant) == (encoder_.options().redundancy == 1),
            "the redundant check needs exactly one redundant mixture in the codec options");
@@ -72,6 +71,10 @@ void DarKnightEngine::load(nn::Graph& g) {
   // integrity checks) a digest made while they pass through.
   const MeterScope host(nullptr);  // loaded by the host, outside the enclave
   digests_.clear();
+  train_digests_.clear();
+  groups_.assign(g.weights().size(), 1);
+  for (const nn::Node& n : g.nodes())
+    if (n.op == nn::Op::conv) groups_[static_cast<size_t>(n.weights)] = n.conv.groups;
   if (integrity_ != IntegrityMode::none) {
     digests_.resize(g.weights().size());
     for (const nn::Node& n : g.nodes())
@@ -98,7 +101,8 @@ Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, i
   const int extra = encoder_.options().redundancy;
   const int64_t mixtures = mixture_count(split_virtual_batches(items, k), extra);
   const int64_t positions = node.op == nn::Op::conv ? node.shape[1] * node.shape[2] : 1;
-  const int64_t check = integrity_ == IntegrityMode::freivalds   ? kProjections * 5 * 8 * mixtures * positions
+  const int64_t check = integrity_ == IntegrityMode::freivalds
+                            ? kProjections * 5 * 8 * mixtures * positions
                         : integrity_ == IntegrityMode::redundant ? 8 * mixtures
                                                                  : 0;
   const int64_t acc = 64 * 2048 * 8 + check;
@@ -181,8 +185,8 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   std::vector<Mixing> secrets;
   std::optional<ForwardCheck> check;
   if (integrity_ != IntegrityMode::none)
-    check.emplace(integrity_, Geometry::of(node, item_of(src.shape())),
-                  digests_[static_cast<size_t>(node.weights)], secrets, mixtures, o.precision);
+    check.emplace(integrity_, Geometry::of(node, item_of(src.shape())), digest(node.weights),
+                  secrets, mixtures, o.precision);
   double up = 0, down = 0;
   // Encode and upload piece by piece: the accelerator gathers every mixture.
   const double t0 = now();
@@ -219,7 +223,9 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
     t3 += now() - a1;
     if (!check) break;
     const bool ok = check->passed();
-    account(node, ok, *check);
+    account(
+        node, ok, [&](const Tensor64& e) { return check->above_tolerance(e); },
+        [&](const Tensor64& e) { return check->corrupts(e); });
     if (ok) break;
     if (attempt == 0) {
       counters_.recomputed += 1;
@@ -238,30 +244,55 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   return dst;
 }
 
-void DarKnightEngine::account(const nn::Node& node, bool passed, const ForwardCheck& check) {
+void DarKnightEngine::account(const nn::Node& node, bool passed,
+                              const std::function<bool(const Tensor64&)>& above,
+                              const std::function<bool(const Tensor64&)>& corrupts) {
   counters_.checks += 1;
   const std::vector<accel::FaultRecord> faults =
       ledger_ ? ledger_->take() : std::vector<accel::FaultRecord>{};
   for (const accel::FaultRecord& f : faults) {
     counters_.injected += 1;
-    counters_.injected_above_tolerance += check.above_tolerance(f.error);
-    counters_.corrupting += check.corrupts(f.error);
+    counters_.injected_above_tolerance += above(f.error);
+    if (corrupts) counters_.corrupting += corrupts(f.error);
   }
   if (passed) return;
   (faults.empty() ? counters_.false_alarms : counters_.detected) += 1;
   const int64_t failed = counters_.detected + counters_.false_alarms;
   if (failed <= 3)
-    fmt::print(stderr, "darknight: integrity: layer '{}': the accelerator's result failed the {} "
-                       "check; not used, recomputing{}\n",
+    fmt::print(stderr,
+               "darknight: integrity: layer '{}': the accelerator's result failed the {} "
+               "check; not used, recomputing{}\n",
                node.name, to_string(integrity_),
                failed == 3 ? " (further failures are counted in the report)" : "");
 }
 
+void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op) {
+  constexpr int kRecomputes = 8;
+  DK_CHECK(attempt < kRecomputes,
+           "integrity: layer '{}': the accelerator's {} failed the check {} times in a row; "
+           "stopping. The weights are only on the accelerator: resume from the last checkpoint "
+           "(--resume) with a healthy one",
+           node.name, op, kRecomputes + 1);
+  counters_.recomputed += 1;
+}
+
+void DarKnightEngine::ensure_train_digests() {
+  if (!train_digests_.empty()) return;
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    const Tensor w = be_.read_weights(*weights_[i]);
+    DK_CHECK(digests_[i].matches(w),
+             "integrity: the weights on the accelerator differ from the "
+             "ones loaded");
+    train_digests_.push_back(
+        TrainDigest::make(w, be_.read_momentum(*weights_[i]), groups_[i], *check_rng_));
+  }
+}
+
 void DarKnightEngine::fallback(const nn::Node& node, const Tensor& src, Tensor& dst) {
   const Tensor w = be_.read_weights(*weights_[static_cast<size_t>(node.weights)]);
-  DK_CHECK(digests_[static_cast<size_t>(node.weights)].matches(w),
+  DK_CHECK(digest(node.weights).matches(w),
            "integrity: layer '{}': the accelerator keeps failing checks and the weights it "
-           "returns differ from the ones loaded; no trustworthy result can be computed",
+           "returns differ from the verified ones; no trustworthy result can be computed",
            node.name);
   const Tensor y = trusted_linear(Geometry::of(node, item_of(src.shape())), w, src);
   const int64_t m = dst.shape()[0], s = dst.shape().item_numel();
@@ -277,27 +308,64 @@ Tensor DarKnightEngine::forward(const nn::Node& node, Tensor& src, bool consume,
 
 template <typename T>
 Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunStats& stats) {
-  DK_CHECK(integrity_ == IntegrityMode::none,
-           "integrity checks are implemented for inference only so far (docs/SECURITY.md)");
+  DK_CHECK(integrity_ != IntegrityMode::redundant,
+           "the redundant check is implemented for inference only (docs/SECURITY.md)");
+  DK_CHECK(integrity_ == IntegrityMode::none || grad_decode_ == GradDecode::folded,
+           "integrity checks in training need --grad-decode folded (docs/SECURITY.md)");
   const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
   const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
   Kept& kept = kept_[node.weights];
   kept.secrets.clear();
   kept.in_shape = src.shape().with_batch(mixtures);
+  std::optional<ForwardCheck> check;
+  if (integrity_ == IntegrityMode::freivalds) {
+    ensure_train_digests();
+    static const std::vector<Mixing> no_mixings;  // the freivalds check needs none
+    const TrainDigest& td = train_digests_[static_cast<size_t>(node.weights)];
+    const Geometry geo = Geometry::of(node, item_of(src.shape()));
+    const DType p = encoder_.options().precision;
+    check.emplace(integrity_, geo, td.fwd, no_mixings, mixtures, p);
+    kept.grad_check = std::make_unique<WeightGradCheck>(geo, td, mixtures, p);
+  }
   // The layer's input mixtures stay on the accelerator for the weight gradient.
   accel::Buffer& in = train_inputs_.get(node.weights, kept.in_shape);
   double up = 0, down = 0;
   const double t0 = now();
-  train_encoder_.encode_inputs<T>(src, kept.secrets, uploader<T>(in, s_in, up, stats));
+  MixtureSink<T> sink = uploader<T>(in, s_in, up, stats);
+  if (check)
+    sink = [&check, &kept, send = std::move(sink)](const BlindedT<T>& rows, int64_t first,
+                                                   int64_t e0) {
+      check->on_input(rows, first, e0);
+      kept.grad_check->on_forward_input(rows, first, e0);
+      send(rows, first, e0);
+    };
+  train_encoder_.encode_inputs<T>(src, kept.secrets, sink);
   const double t1 = now();
-  const accel::Buffer& out = apply(node, in);
-  be_.wait();
-  stats.accelerator_calls += 1;
-  const double t2 = now();
   Tensor dst = batch_of(m, node.shape);
-  train_encoder_.decode_outputs<T>(
-      kept.secrets, dst, downloader<T>(out, node.shape.numel(), down, stats), fused(node.epilogue));
-  const double t3 = now();
+  double t2 = t1, t3 = t1;
+  for (int attempt = 0;; ++attempt) {
+    const double a0 = now();
+    const accel::Buffer& out = apply(node, in);
+    be_.wait();
+    stats.accelerator_calls += 1;
+    const double a1 = now();
+    t2 += a1 - a0;
+    OutputFetch<T> fetch = downloader<T>(out, node.shape.numel(), down, stats);
+    if (check) {
+      check->begin_outputs();
+      fetch = [&check, get = std::move(fetch)](TensorT<T>& rows, int64_t first, int64_t e0) {
+        get(rows, first, e0);
+        check->on_output(rows, first, e0);
+      };
+    }
+    train_encoder_.decode_outputs<T>(kept.secrets, dst, fetch, fused(node.epilogue));
+    t3 += now() - a1;
+    if (!check) break;
+    const bool ok = check->passed();
+    account(node, ok, [&](const Tensor64& e) { return check->above_tolerance(e); });
+    if (ok) break;
+    recompute_or_stop(node, attempt, "forward");
+  }
   stats.times.encode += t1 - t0 - up;
   stats.times.accelerator += t2 - t1 + up + down;
   stats.times.decode += t3 - t2 - down;
@@ -326,7 +394,21 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   // Mix the deltas (no noise) and send them.
   double t0 = now();
   accel::Buffer& dd = buffers_.get(2, delta.shape().with_batch(mixtures));
-  train_encoder_.encode_deltas<T>(delta, kept.secrets, folded, uploader<T>(dd, s_out, up, stats));
+  const bool checked = integrity_ == IntegrityMode::freivalds;
+  std::optional<BackwardDataCheck> dcheck;
+  if (checked && input_grad)
+    dcheck.emplace(Geometry::of(node, item_of(kept.in_shape)),
+                   train_digests_[static_cast<size_t>(node.weights)], mixtures,
+                   encoder_.options().precision);
+  MixtureSink<T> sink = uploader<T>(dd, s_out, up, stats);
+  if (checked)
+    sink = [&dcheck, &kept, send = std::move(sink)](const BlindedT<T>& rows, int64_t first,
+                                                    int64_t e0) {
+      if (dcheck) dcheck->on_input(rows, first, e0);
+      kept.grad_check->on_delta(rows, first, e0);
+      send(rows, first, e0);
+    };
+  train_encoder_.encode_deltas<T>(delta, kept.secrets, folded, sink);
   double t1 = now();
   t.encode += t1 - t0 - up;
   t.accelerator += up;
@@ -334,23 +416,37 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   // (a) Input gradients: W^T dbar_j, decoded with A's left inverse.
   Tensor dx;
   if (input_grad) {
-    t0 = now();
-    accel::Buffer& dxb = buffers_.get(3, kept.in_shape);
-    if (node.op == nn::Op::conv)
-      be_.conv2d_backward_data(node.conv, dd, w, dxb);
-    else
-      be_.dense_backward_data(node.dense, dd, w, dxb);
-    be_.wait();
-    stats.accelerator_calls += 1;
-    t1 = now();
-    t.accelerator += t1 - t0;
     dx = batch_of(m, item_of(kept.in_shape));
-    down = 0;
-    train_encoder_.decode_input_grads<T>(kept.secrets, dx, downloader<T>(dxb, s_in, down, stats),
-                                         folded);
-    const double t2 = now();
-    t.decode += t2 - t1 - down;
-    t.accelerator += down;
+    for (int attempt = 0;; ++attempt) {
+      t0 = now();
+      accel::Buffer& dxb = buffers_.get(3, kept.in_shape);
+      if (node.op == nn::Op::conv)
+        be_.conv2d_backward_data(node.conv, dd, w, dxb);
+      else
+        be_.dense_backward_data(node.dense, dd, w, dxb);
+      be_.wait();
+      stats.accelerator_calls += 1;
+      t1 = now();
+      t.accelerator += t1 - t0;
+      down = 0;
+      OutputFetch<T> fetch = downloader<T>(dxb, s_in, down, stats);
+      if (dcheck) {
+        dcheck->begin_outputs();
+        fetch = [&dcheck, get = std::move(fetch)](TensorT<T>& rows, int64_t first, int64_t e0) {
+          get(rows, first, e0);
+          dcheck->on_output(rows, first, e0);
+        };
+      }
+      train_encoder_.decode_input_grads<T>(kept.secrets, dx, fetch, folded);
+      const double t2 = now();
+      t.decode += t2 - t1 - down;
+      t.accelerator += down;
+      if (!dcheck) break;
+      const bool ok = dcheck->passed();
+      account(node, ok, [&](const Tensor64& e) { return dcheck->above_tolerance(e); });
+      if (ok) break;
+      recompute_or_stop(node, attempt, "backward-data");
+    }
   }
 
   // (b) Weight gradients.
@@ -362,13 +458,33 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
       be_.dense_backward_weights(node.dense, x, d, g);
   };
   if (folded) {
-    // sum_j Eq_j over every mixture of the pass is the gradient: it stays on the accelerator.
-    t0 = now();
+    // sum_j Eq_j over every mixture of the pass is the gradient: it stays on the
+    // accelerator (with freivalds, a copy comes back to be checked before it is applied).
     accel::Buffer& g = buffers_.get(4, ws);
-    backward_weights(in, dd, g);
+    for (int attempt = 0;; ++attempt) {
+      t0 = now();
+      backward_weights(in, dd, g);
+      be_.wait();
+      stats.accelerator_calls += 1;
+      t.accelerator += now() - t0;
+      if (!checked) break;
+      t0 = now();
+      auto host = TensorT<T>::uninitialized(ws);
+      be_.download(g, host);
+      be_.wait();
+      stats.bytes_from_accelerator += static_cast<int64_t>(host.bytes());
+      const double t1b = now();
+      t.accelerator += t1b - t0;
+      const bool ok = kept.grad_check->check(host.template cast<double>(),
+                                             train_digests_[static_cast<size_t>(node.weights)]);
+      t.decode += now() - t1b;
+      account(node, ok, [&](const Tensor64& e) { return kept.grad_check->above_tolerance(e); });
+      if (ok) break;
+      recompute_or_stop(node, attempt, "backward-weights");
+    }
+    t0 = now();
     be_.accumulate_grad(w, g);
     be_.wait();
-    stats.accelerator_calls += 1;
     t.accelerator += now() - t0;
     return dx;
   }
@@ -428,6 +544,19 @@ Tensor DarKnightEngine::backward(const nn::Node& node, const Tensor& delta, bool
 void DarKnightEngine::step(const SgdParams& p) {
   for (auto& w : weights_) be_.sgd_step(*w, p);
   be_.wait();
+  if (integrity_ != IntegrityMode::freivalds || train_digests_.empty()) return;
+  // The weights and momentum after the step must be what the verified gradients give; then
+  // fresh projections for the next step.
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    const Tensor w = be_.read_weights(*weights_[i]);
+    const Tensor v = be_.read_momentum(*weights_[i]);
+    DK_CHECK(train_digests_[i].verify_step(w, v, p),
+             "integrity: the weights of linear layer {} after the SGD step differ from what the "
+             "verified gradient gives; stopping. Resume from the last checkpoint (--resume) with "
+             "a healthy accelerator",
+             i);
+    train_digests_[i] = TrainDigest::make(w, v, groups_[i], *check_rng_);
+  }
 }
 
 Tensor DarKnightEngine::read_weights(int index) {

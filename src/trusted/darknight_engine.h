@@ -3,6 +3,7 @@
 // in training, the blinded backward pass of section 3.2 as well.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -33,7 +34,8 @@ class DarKnightEngine final : public TrainEngine {
                   int64_t precompute_bytes = 0, GradDecode grad_decode = GradDecode::trusted);
   ~DarKnightEngine() override;
 
-  /// Checks every linear operation's results in inference (trusted/integrity.h), drawing
+  /// Checks every linear operation's results (trusted/integrity.h; in training only
+  /// freivalds, with the folded gradient decode), drawing
   /// the check vectors from `rng` (a stream of its own). The codec options must have
   /// redundancy 1 for `redundant`. `ledger`, when faults are injected into the backend, is
   /// read to count them (measurement runs). Call before load().
@@ -81,12 +83,26 @@ class DarKnightEngine final : public TrainEngine {
   /// After a failed check: the layer computed in the trusted runtime with weights read back
   /// and verified against the load-time digest.
   void fallback(const nn::Node& node, const Tensor& src, Tensor& dst);
-  /// Counts a checked operation and what was injected into it; logs detections.
-  void account(const nn::Node& node, bool passed, const ForwardCheck& check);
+  /// Counts a checked operation and what was injected into it (classified by `above` and
+  /// `corrupts`, see IntegrityCounters); logs detections.
+  void account(const nn::Node& node, bool passed, const std::function<bool(const Tensor64&)>& above,
+               const std::function<bool(const Tensor64&)>& corrupts = {});
+  /// In training, after a failed check: counts a recomputation, or stops the run when
+  /// `attempt` recomputations have all failed.
+  void recompute_or_stop(const nn::Node& node, int attempt, const char* op);
+  /// In training with checks: the per-layer digests, made from the weights (verified
+  /// against the load-time hashes) and momentum on the accelerator.
+  void ensure_train_digests();
+  /// The digest of weights `index` as they are now (after training steps, the latest).
+  const WeightDigest& digest(int index) const {
+    return train_digests_.empty() ? digests_[static_cast<size_t>(index)]
+                                  : train_digests_[static_cast<size_t>(index)].fwd;
+  }
   /// What a layer's last forward_train() kept for its backward pass.
   struct Kept {
     std::vector<TrainingMixing> secrets;
-    Shape in_shape;  ///< of the mixtures on the accelerator
+    Shape in_shape;                               ///< of the mixtures on the accelerator
+    std::unique_ptr<WeightGradCheck> grad_check;  ///< with freivalds
   };
 
   accel::Backend& be_;
@@ -103,6 +119,8 @@ class DarKnightEngine final : public TrainEngine {
   Csprng* check_rng_ = nullptr;
   accel::FaultInjector* ledger_ = nullptr;
   std::vector<WeightDigest> digests_;  // per weights index
+  std::vector<TrainDigest> train_digests_;
+  std::vector<int64_t> groups_;  // per weights index
   IntegrityCounters counters_;
 };
 

@@ -5,12 +5,24 @@
 #include <cmath>
 
 namespace darknight::trusted {
+namespace {
+
+constexpr double kLambda = 10;  // the rounding bounds' lambda (integrity.h)
+
+double unit_roundoff(DType t) {
+  return t == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
+}
+
+}  // namespace
 
 std::string to_string(IntegrityMode m) {
   switch (m) {
-    case IntegrityMode::none: return "none";
-    case IntegrityMode::redundant: return "redundant";
-    case IntegrityMode::freivalds: return "freivalds";
+    case IntegrityMode::none:
+      return "none";
+    case IntegrityMode::redundant:
+      return "redundant";
+    case IntegrityMode::freivalds:
+      return "freivalds";
   }
   return "?";
 }
@@ -81,9 +93,7 @@ bool WeightDigest::matches(const Tensor& w) const {
 ForwardCheck::ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
                            const std::vector<Mixing>& secrets, int64_t mixtures, DType precision)
     : mode_(mode), g_(g), d_(digest), secrets_(secrets), mixtures_(mixtures) {
-  const double u = precision == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
-  constexpr double kLambda = 10;
-  bound_ = kLambda * std::sqrt(static_cast<double>(g.fan_in())) * u;
+  bound_ = kLambda * std::sqrt(static_cast<double>(g.fan_in())) * unit_roundoff(precision);
   const Shape cells{kProjections * mixtures * g.oh * g.ow};
   if (mode == IntegrityMode::freivalds) {
     ref_ = Tensor64(cells), ref_sq_ = Tensor64(cells), got_ = Tensor64(cells);
@@ -174,7 +184,8 @@ void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) 
   DK_CHECK(n == mx.mixtures() && mx.extra() == 1, "integrity: {} outputs for a virtual batch of {}",
            n, mx.mixtures());
   double f = 0;
-  for (int64_t r = 0; r < n; ++r) f += std::abs(mx.null(0, static_cast<int>(r))) * max_in_[first + r];
+  for (int64_t r = 0; r < n; ++r)
+    f += std::abs(mx.null(0, static_cast<int>(r))) * max_in_[first + r];
   const std::vector<double>& l1 = d_.row_l1();
   bool ok = true;
 #pragma omp parallel for schedule(static) reduction(&& : ok)
@@ -246,6 +257,256 @@ bool ForwardCheck::corrupts(const Tensor64& e) const {
   return false;
 }
 
+TrainDigest TrainDigest::make(const Tensor& w, const Tensor& v, int64_t groups, Csprng& rng) {
+  TrainDigest d;
+  d.fwd = WeightDigest(w, groups, IntegrityMode::freivalds, rng);
+  const int64_t o = w.shape()[0], per = w.numel() / o, og = o / groups;
+  const int64_t kk = w.shape().rank() == 4 ? w.shape()[2] * w.shape()[3] : 1, cg = per / kk;
+  const int64_t c = cg * groups, cols = per * groups;
+  d.t.resize(static_cast<size_t>(kProjections * c));
+  rng.gaussian(d.t.data(), kProjections * c, 0.0, 1.0);
+  d.wt.assign(static_cast<size_t>(kProjections * o * kk), 0.0);
+  d.wt2.assign(static_cast<size_t>(kProjections * groups), 0.0);
+  d.sv.assign(static_cast<size_t>(kProjections * cols), 0.0);
+  d.sg.assign(d.sv.size(), 0.0);
+  d.first = v.empty();
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t r = 0; r < o; ++r) {
+      const int64_t grp = r / og;
+      const double* t = d.t.data() + pr * c + grp * cg;
+      const double s = d.fwd.s()[static_cast<size_t>(pr * o + r)];
+      for (int64_t ci = 0; ci < cg; ++ci)
+        for (int64_t k = 0; k < kk; ++k) {
+          const double x = w[(r * cg + ci) * kk + k];
+          d.wt[(pr * o + r) * kk + k] += x * t[ci];
+          d.wt2[pr * groups + grp] += t[ci] * t[ci] * x * x;
+          if (!v.empty())
+            d.sv[pr * cols + grp * per + ci * kk + k] += s * v[(r * cg + ci) * kk + k];
+        }
+    }
+  return d;
+}
+
+bool TrainDigest::verify_step(const Tensor& w, const Tensor& v, const SgdParams& p) const {
+  const int64_t o = w.shape()[0], per = w.numel() / o;
+  const int64_t groups = static_cast<int64_t>(fwd.u().size()) / kProjections / per, og = o / groups;
+  const int64_t cols = per * groups;
+  const bool momentum = p.momentum != 0;
+  if (momentum && v.empty()) return false;
+  const double u = std::ldexp(1.0, -24);
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t col = 0; col < cols; ++col) {
+      const int64_t grp = col / per, e = col % per;
+      const size_t at = static_cast<size_t>(pr * cols + col);
+      // The step, mirrored on the projections (protocol/sgd.h).
+      const double g = sg[at] + p.weight_decay * fwd.u()[at];
+      double vn = g, step = g;
+      if (momentum) {
+        vn = first ? g : p.momentum * sv[at] + (1.0 - p.dampening) * g;
+        step = p.nesterov ? g + p.momentum * vn : vn;
+      }
+      const double expect_w = fwd.u()[at] - p.lr * step;
+      double got_w = 0, w2 = 0, wabs = 0, got_v = 0, v2 = 0, vabs = 0;
+      for (int64_t r = grp * og; r < (grp + 1) * og; ++r) {
+        const double s = fwd.s()[static_cast<size_t>(pr * o + r)];
+        const double wi = w[r * per + e];
+        got_w += s * wi, w2 += s * s * wi * wi, wabs += std::abs(s * wi);
+        if (momentum) {
+          const double vi = v[r * per + e];
+          got_v += s * vi, v2 += s * s * vi * vi, vabs += std::abs(s * vi);
+        }
+      }
+      if (!(std::abs(got_w - expect_w) <= kLambda * u * std::sqrt(w2) + 1e-11 * wabs)) return false;
+      if (momentum && !(std::abs(got_v - vn) <= kLambda * u * std::sqrt(v2) + 1e-11 * vabs))
+        return false;
+    }
+  return true;
+}
+
+BackwardDataCheck::BackwardDataCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures,
+                                     DType precision)
+    : g_(g), d_(d), mixtures_(mixtures) {
+  bound_ = kLambda * std::sqrt(double(g.o / g.groups * g.kh * g.kw)) * unit_roundoff(precision);
+  const Shape cells{kProjections * mixtures * g.h * g.w};
+  ref_ = Tensor64(cells), ref_sq_ = Tensor64(cells), got_ = Tensor64(cells);
+  got_abs_ = Tensor64(cells), tol_ = Tensor64(cells);
+}
+
+template <typename T>
+void BackwardDataCheck::on_input(const BlindedT<T>& rows, int64_t first, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], p = g_.oh * g_.ow, hw = g_.h * g_.w;
+  const int64_t kk = g_.kh * g_.kw, og = g_.o / g_.groups;
+  const T* x = rows.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t r = 0; r < n; ++r) {
+      double* ref = ref_.data() + (pr * mixtures_ + first + r) * hw;
+      double* ref2 = ref_sq_.data() + (pr * mixtures_ + first + r) * hw;
+      for (int64_t i = 0; i < len; ++i) {
+        const double v = x[r * len + i];
+        if (v == 0) continue;
+        const int64_t e = e0 + i, o = e / p, oh = e % p / g_.ow, ow = e % g_.ow;
+        const double* wt = d_.wt.data() + (pr * g_.o + o) * kk;
+        const double v2 = d_.wt2[static_cast<size_t>(pr * g_.groups + o / og)] * v * v;
+        for (int64_t kh = 0; kh < g_.kh; ++kh) {
+          const int64_t ih = oh * g_.sh - g_.pt + kh * g_.dh;
+          if (ih < 0 || ih >= g_.h) continue;
+          for (int64_t kw = 0; kw < g_.kw; ++kw) {
+            const int64_t iw = ow * g_.sw - g_.pl + kw * g_.dw;
+            if (iw < 0 || iw >= g_.w) continue;
+            ref[ih * g_.w + iw] += wt[kh * g_.kw + kw] * v;
+            ref2[ih * g_.w + iw] += v2;
+          }
+        }
+      }
+    }
+}
+
+void BackwardDataCheck::begin_outputs() {
+  std::fill(got_.data(), got_.data() + got_.numel(), 0.0);
+  std::fill(got_abs_.data(), got_abs_.data() + got_abs_.numel(), 0.0);
+}
+
+template <typename T>
+void BackwardDataCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], hw = g_.h * g_.w;
+  const T* y = rows.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t r = 0; r < n; ++r) {
+      double* got = got_.data() + (pr * mixtures_ + first + r) * hw;
+      double* gota = got_abs_.data() + (pr * mixtures_ + first + r) * hw;
+      const double* t = d_.t.data() + pr * g_.c;
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t e = e0 + i;
+        const double v = t[e / hw] * double(y[r * len + i]);
+        got[e % hw] += v, gota[e % hw] += std::abs(v);
+      }
+    }
+}
+
+bool BackwardDataCheck::passed() {
+  bool ok = true;
+  for (int64_t q = 0; q < ref_.numel(); ++q) {
+    tol_[q] = bound_ * std::sqrt(ref_sq_[q]) + 1e-12 * got_abs_[q];
+    if (!(std::abs(got_[q] - ref_[q]) <= tol_[q])) ok = false;
+  }
+  return ok;
+}
+
+bool BackwardDataCheck::above_tolerance(const Tensor64& e) const {
+  const int64_t hw = g_.h * g_.w, item = g_.c * hw;
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t j = 0; j < mixtures_; ++j)
+      for (int64_t q = 0; q < hw; ++q) {
+        double eff = 0;
+        for (int64_t c = 0; c < g_.c; ++c) eff += d_.t[pr * g_.c + c] * e[j * item + c * hw + q];
+        if (!(std::abs(eff) <= tol_[(pr * mixtures_ + j) * hw + q])) return true;
+      }
+  return false;
+}
+
+WeightGradCheck::WeightGradCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures,
+                                 DType precision)
+    : g_(g), mixtures_(mixtures), u_(unit_roundoff(precision)), t_(d.t) {
+  tx_ = Tensor64(Shape{kProjections * mixtures * g.groups * g.h * g.w});
+  tx_sq_ = Tensor64(Shape{kProjections * g.groups});
+  ref_ = Tensor64(Shape{kProjections * g.o * g.kh * g.kw});
+  d_sq_ = Tensor64(Shape{g.o});
+  tol_ = Tensor64(ref_.shape());
+}
+
+template <typename T>
+void WeightGradCheck::on_forward_input(const BlindedT<T>& rows, int64_t first, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], hw = g_.h * g_.w;
+  const int64_t cg = g_.c / g_.groups;
+  const T* x = rows.data();
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t r = 0; r < n; ++r) {
+      double* tx = tx_.data() + (pr * mixtures_ + first + r) * g_.groups * hw;
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t e = e0 + i, c = e / hw;
+        const double t = t_[static_cast<size_t>(pr * g_.c + c)], v = x[r * len + i];
+        tx[c / cg * hw + e % hw] += t * v;
+        tx_sq_[pr * g_.groups + c / cg] += t * t * v * v;
+      }
+    }
+}
+
+template <typename T>
+void WeightGradCheck::on_delta(const BlindedT<T>& rows, int64_t first, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], p = g_.oh * g_.ow, hw = g_.h * g_.w;
+  const int64_t kk = g_.kh * g_.kw, og = g_.o / g_.groups;
+  const T* x = rows.data();
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < len; ++i) {
+      const double v = x[r * len + i];
+      d_sq_[(e0 + i) / p] += v * v;
+    }
+#pragma omp parallel for schedule(static)
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t r = 0; r < n; ++r) {
+      const double* tx = tx_.data() + (pr * mixtures_ + first + r) * g_.groups * hw;
+      for (int64_t i = 0; i < len; ++i) {
+        const double v = x[r * len + i];
+        if (v == 0) continue;
+        const int64_t e = e0 + i, o = e / p, oh = e % p / g_.ow, ow = e % g_.ow;
+        const double* txg = tx + o / og * hw;
+        double* ref = ref_.data() + (pr * g_.o + o) * kk;
+        for (int64_t kh = 0; kh < g_.kh; ++kh) {
+          const int64_t ih = oh * g_.sh - g_.pt + kh * g_.dh;
+          if (ih < 0 || ih >= g_.h) continue;
+          for (int64_t kw = 0; kw < g_.kw; ++kw) {
+            const int64_t iw = ow * g_.sw - g_.pl + kw * g_.dw;
+            if (iw >= 0 && iw < g_.w) ref[kh * g_.kw + kw] += v * txg[ih * g_.w + iw];
+          }
+        }
+      }
+    }
+}
+
+bool WeightGradCheck::check(const Tensor64& grad, TrainDigest& d) {
+  const int64_t kk = g_.kh * g_.kw, og = g_.o / g_.groups, cg = g_.c / g_.groups;
+  const int64_t per = cg * kk, cols = per * g_.groups;
+  const double bound = kLambda * std::sqrt(double(mixtures_ * g_.oh * g_.ow)) * u_;
+  bool ok = true;
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t o = 0; o < g_.o; ++o) {
+      const double* t = t_.data() + pr * g_.c + o / og * cg;
+      for (int64_t k = 0; k < kk; ++k) {
+        double got = 0, gabs = 0;
+        for (int64_t ci = 0; ci < cg; ++ci) {
+          const double v = grad[(o * cg + ci) * kk + k] * t[ci];
+          got += v, gabs += std::abs(v);
+        }
+        const int64_t at = (pr * g_.o + o) * kk + k;
+        tol_[at] = bound * std::sqrt(d_sq_[o] * tx_sq_[pr * g_.groups + o / og]) + 1e-12 * gabs;
+        if (!(std::abs(got - ref_[at]) <= tol_[at])) ok = false;
+      }
+    }
+  if (!ok) return false;
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t o = 0; o < g_.o; ++o) {
+      const double s = d.fwd.s()[static_cast<size_t>(pr * g_.o + o)];
+      double* sg = d.sg.data() + pr * cols + o / og * per;
+      for (int64_t e = 0; e < per; ++e) sg[e] += s * grad[o * per + e];
+    }
+  return true;
+}
+
+bool WeightGradCheck::above_tolerance(const Tensor64& e) const {
+  const int64_t kk = g_.kh * g_.kw, og = g_.o / g_.groups, cg = g_.c / g_.groups;
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t o = 0; o < g_.o; ++o)
+      for (int64_t k = 0; k < kk; ++k) {
+        double eff = 0;
+        for (int64_t ci = 0; ci < cg; ++ci)
+          eff += e[(o * cg + ci) * kk + k] * t_[static_cast<size_t>(pr * g_.c + o / og * cg + ci)];
+        if (!(std::abs(eff) <= tol_[(pr * g_.o + o) * kk + k])) return true;
+      }
+  return false;
+}
+
 Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src) {
   const int64_t m = src.shape()[0], p = g.oh * g.ow, cg = g.c / g.groups, og = g.o / g.groups;
   const int64_t in_item = g.c * g.h * g.w;
@@ -268,7 +529,8 @@ Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src) {
               for (int64_t kw = 0; kw < g.kw; ++kw) {
                 const int64_t iw = ow * g.sw - g.pl + kw * g.dw;
                 if (iw < 0 || iw >= g.w) continue;
-                acc += double(wo[(c * g.kh + kh) * g.kw + kw]) * x[((c0 + c) * g.h + ih) * g.w + iw];
+                acc +=
+                    double(wo[(c * g.kh + kh) * g.kw + kw]) * x[((c0 + c) * g.h + ih) * g.w + iw];
               }
             }
           out[n * g.o * p + o * p + oh * g.ow + ow] = static_cast<float>(acc);
@@ -277,6 +539,14 @@ Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src) {
   return out;
 }
 
+template void BackwardDataCheck::on_input<float>(const BlindedT<float>&, int64_t, int64_t);
+template void BackwardDataCheck::on_input<double>(const BlindedT<double>&, int64_t, int64_t);
+template void BackwardDataCheck::on_output<float>(const TensorT<float>&, int64_t, int64_t);
+template void BackwardDataCheck::on_output<double>(const TensorT<double>&, int64_t, int64_t);
+template void WeightGradCheck::on_forward_input<float>(const BlindedT<float>&, int64_t, int64_t);
+template void WeightGradCheck::on_forward_input<double>(const BlindedT<double>&, int64_t, int64_t);
+template void WeightGradCheck::on_delta<float>(const BlindedT<float>&, int64_t, int64_t);
+template void WeightGradCheck::on_delta<double>(const BlindedT<double>&, int64_t, int64_t);
 template void ForwardCheck::on_input<float>(const BlindedT<float>&, int64_t, int64_t);
 template void ForwardCheck::on_input<double>(const BlindedT<double>&, int64_t, int64_t);
 template void ForwardCheck::on_output<float>(const TensorT<float>&, int64_t, int64_t);

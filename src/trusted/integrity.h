@@ -35,6 +35,7 @@
 
 #include "nn/graph.h"
 #include "protocol/blinded.h"
+#include "protocol/sgd.h"
 #include "trusted/codec.h"
 #include "trusted/random.h"
 
@@ -140,6 +141,73 @@ class ForwardCheck {
   Tensor64 ref_, ref_sq_, got_, got_abs_, tol_;
   // max |xbar_j| per mixture.
   Tensor64 max_in_;
+};
+
+/// In training (freivalds, folded gradient decode): what the trusted side keeps of a
+/// linear layer's weights, renewed after every step from the weights and momentum read
+/// back, once they are verified against the projections tracked through the step.
+struct TrainDigest {
+  WeightDigest fwd;  ///< s, s^T W (also the tracked projection of W), weighted norms
+  /// Projections over the input channels: t [kProjections, C], W t as
+  /// [kProjections, O, KH, KW], and sum_{c in group} t_c^2 ||W_{:,c}||^2 [kProjections, groups].
+  std::vector<double> t, wt, wt2;
+  std::vector<double> sv;  ///< s^T momentum, [kProjections, C, KH, KW]
+  std::vector<double> sg;  ///< s^T (pending gradient), accumulated through the step
+  bool first = true;       ///< no momentum yet
+  /// From the weights `w` ([O, I/groups, KH, KW] or [O, I]) and momentum `v` (empty before
+  /// the first step); draws s and t from `rng`.
+  static TrainDigest make(const Tensor& w, const Tensor& v, int64_t groups, Csprng& rng);
+  /// Whether `w` and `v`, read back after one SGD step with `p`, are what the tracked
+  /// projections predict: s^T W' = s^T W - lr s^T step, with the step mirrored from the
+  /// verified gradient, momentum and weight decay (trusted/sgd.h). Tolerance: one f32
+  /// rounding of W' and of the momentum, lambda u sqrt(sum_o s_o^2 W'_o^2), plus f64 slack.
+  bool verify_step(const Tensor& w, const Tensor& v, const SgdParams& p) const;
+};
+
+/// Freivalds' check of a backward-data operation, dX_j = W^T dbar_j, with t:
+/// t^T dX_j[q] against the transposed convolution of dbar_j with W t; tolerance as for the
+/// forward check, with the roles of input and output channels swapped.
+class BackwardDataCheck {
+ public:
+  BackwardDataCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures, DType precision);
+  template <typename T>
+  void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);  ///< delta mixtures
+  void begin_outputs();
+  template <typename T>
+  void on_output(const TensorT<T>& rows, int64_t first, int64_t e0);  ///< dX mixtures
+  bool passed();
+  bool above_tolerance(const Tensor64& e) const;
+
+ private:
+  Geometry g_;
+  const TrainDigest& d_;
+  int64_t mixtures_;
+  double bound_;
+  Tensor64 ref_, ref_sq_, got_, got_abs_, tol_;  // [kProjections, mixtures, H * W]
+};
+
+/// Freivalds' check of a pass's weight gradient G = sum_j dbar_j (x) xbar_j, with t:
+/// G t [O, KH, KW] against sum_j dbar_j (x) (t^T xbar_j), from the mixtures as they were
+/// sent (t^T xbar_j, [groups, H, W] per mixture, is kept from the forward pass). Tolerance
+/// lambda sqrt(n) u ||dbar_o|| sqrt(sum_{c in group} t_c^2 ||xbar_c||^2), n = mixtures * OH * OW.
+class WeightGradCheck {
+ public:
+  WeightGradCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures, DType precision);
+  template <typename T>
+  void on_forward_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
+  template <typename T>
+  void on_delta(const BlindedT<T>& rows, int64_t first, int64_t e0);
+  /// Checks the gradient `grad` ([O, I/groups, KH, KW]); when it passes, adds s^T grad to
+  /// the digest's tracked gradient projection.
+  bool check(const Tensor64& grad, TrainDigest& d);
+  bool above_tolerance(const Tensor64& e) const;
+
+ private:
+  Geometry g_;
+  int64_t mixtures_;
+  double u_;
+  const std::vector<double>& t_;
+  Tensor64 tx_, tx_sq_, ref_, d_sq_, tol_;
 };
 
 /// W x for plaintext items, computed in the trusted runtime (f64 accumulation): the

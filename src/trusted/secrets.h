@@ -46,8 +46,7 @@ class DirectSource final : public SecretSource {
 /// `capacity` bytes of ready noise, charged to the trusted meter current at announce().
 class PooledSource final : public SecretSource {
  public:
-  PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity,
-               int extra = 0);
+  PooledSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int64_t capacity, int extra = 0);
   ~PooledSource() override;
   /// Announces the draws that will follow, in order.
   void announce_mixing(int k);

@@ -12,6 +12,7 @@
 #include "nn/zoo.h"
 #include "support/random.h"
 #include "trusted/darknight_engine.h"
+#include "trusted/trainer.h"
 
 namespace darknight::trusted {
 namespace {
@@ -68,7 +69,8 @@ Result run(nn::Graph g, const Tensor& x, IntegrityMode mode, DType precision = D
 double max_rel_diff(const Tensor& a, const Tensor& b) {
   double diff = 0, mag = 0;
   for (int64_t i = 0; i < a.numel(); ++i)
-    diff = std::max(diff, double(std::abs(a[i] - b[i]))), mag = std::max(mag, double(std::abs(b[i])));
+    diff = std::max(diff, double(std::abs(a[i] - b[i]))),
+    mag = std::max(mag, double(std::abs(b[i])));
   return diff / mag;
 }
 
@@ -136,8 +138,8 @@ TEST(Integrity, FreivaldsCatchesEveryKindOfFault) {
       SCOPED_TRACE(name + " " + accel::to_string(kind));
       int64_t injected = 0, detected = 0;
       for (uint64_t seed = 1; seed <= 6; ++seed) {
-        const Result r = run(make(), x, IntegrityMode::freivalds, DType::f32,
-                             accel::FaultSpec{kind, 0.7, seed});
+        const Result r =
+            run(make(), x, IntegrityMode::freivalds, DType::f32, accel::FaultSpec{kind, 0.7, seed});
         const IntegrityCounters& c = r.counters;
         EXPECT_EQ(c.injected, r.injected);
         EXPECT_EQ(c.detected, c.injected_above_tolerance);
@@ -209,6 +211,92 @@ TEST(Integrity, TrustedFallbackComputesTheLayer) {
   Tensor w2 = w.clone();
   w2[3] = std::nextafter(w2[3], 10.0f);
   EXPECT_FALSE(d.matches(w2));
+}
+
+struct TrainResult {
+  std::vector<Tensor> weights;
+  IntegrityCounters counters;
+};
+
+/// Three SGD steps of the Fashion-MNIST CNN in darknight mode (folded gradient decode).
+TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = std::nullopt) {
+  auto be = accel::make_backend("cpu");
+  CodecOptions co;
+  co.k = 3;
+  Csprng rng(21), check_rng(22);
+  std::unique_ptr<accel::FaultInjector> inj;
+  if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1);
+  DarKnightEngine engine(*be, co, rng, 0, GradDecode::folded);
+  engine.set_integrity(mode, &check_rng, inj.get());
+  be->set_fault_injector(inj.get());
+  Trainer t(model("fmnist-cnn", 28), engine, {});
+  const SgdParams p{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3};
+  for (uint64_t step = 0; step < 3; ++step) {
+    const Tensor x = random_tensor(Shape{10, 1, 28, 28}, 30 + step, 0, 1);
+    std::vector<int> labels;
+    for (int i = 0; i < 10; ++i) labels.push_back(static_cast<int>((i * 7 + step) % 10));
+    t.step(x, labels, p);
+  }
+  TrainResult r;
+  for (int i = 0; i < 4; ++i) r.weights.push_back(engine.read_weights(i));
+  r.counters = engine.integrity();
+  return r;
+}
+
+// Checked training computes exactly what unchecked training does; faults of every kind
+// above the tolerance are caught in the forward, backward-data and weight-gradient
+// operations and never applied, and the step verification passes throughout.
+TEST(Integrity, FreivaldsInTraining) {
+  const TrainResult plain = train(IntegrityMode::none);
+  const TrainResult checked = train(IntegrityMode::freivalds);
+  EXPECT_GT(checked.counters.checks, 3 * (4 + 3 + 4) - 1);
+  EXPECT_EQ(checked.counters.false_alarms, 0);
+  for (size_t i = 0; i < plain.weights.size(); ++i)
+    for (int64_t e = 0; e < plain.weights[i].numel(); ++e)
+      ASSERT_EQ(plain.weights[i][e], checked.weights[i][e]);
+  for (FaultKind kind :
+       {FaultKind::scale, FaultKind::wrong_weights, FaultKind::drop, FaultKind::adversarial}) {
+    SCOPED_TRACE(accel::to_string(kind));
+    const TrainResult r = train(IntegrityMode::freivalds, accel::FaultSpec{kind, 0.3, 5});
+    EXPECT_GT(r.counters.injected, 3);
+    EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
+    EXPECT_EQ(r.counters.false_alarms, 0);
+    // Faults below the tolerance (the weight gradient's is the loosest) may nudge the
+    // weights; nothing above it reaches them.
+    for (size_t i = 0; i < plain.weights.size(); ++i) {
+      double diff = 0, mag = 0;
+      for (int64_t e = 0; e < plain.weights[i].numel(); ++e)
+        diff = std::max(diff, double(std::abs(r.weights[i][e] - plain.weights[i][e]))),
+        mag = std::max(mag, double(std::abs(plain.weights[i][e])));
+      EXPECT_LT(diff / mag, 1e-3) << "layer " << i;
+    }
+  }
+}
+
+// The step verification: the weights and momentum after an SGD step must match the
+// projections mirrored from the verified gradient; a small change to one weight fails.
+TEST(Integrity, StepVerificationCatchesAWrongUpdate) {
+  const Tensor w0 = random_tensor(Shape{6, 4, 3, 3}, 40);
+  const Tensor g = random_tensor(Shape{6, 4, 3, 3}, 41, -0.1f, 0.1f);
+  Csprng rng(2);
+  TrainDigest d = TrainDigest::make(w0, Tensor(), 2, rng);
+  // What WeightGradCheck::check adds for a verified gradient.
+  const int64_t per = w0.numel() / 6, og = 3;
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t o = 0; o < 6; ++o)
+      for (int64_t e = 0; e < per; ++e)
+        d.sg[pr * per * 2 + o / og * per + e] += d.fwd.s()[pr * 6 + o] * g[o * per + e];
+  const SgdParams p{.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-2};
+  Tensor w = w0.clone(), v(w0.shape());
+  const Tensor64 g64 = g.cast<double>();
+  sgd_update(w.data(), v.data(), g64.data(), w.numel(), p, true);
+  EXPECT_TRUE(d.verify_step(w, v, p));
+  Tensor bad = w.clone();
+  bad[17] += 1e-3f * std::abs(bad[17]) + 1e-6f;
+  EXPECT_FALSE(d.verify_step(bad, v, p));
+  Tensor bad_v = v.clone();
+  bad_v[5] *= 1.01f;
+  EXPECT_FALSE(d.verify_step(w, bad_v, p));
 }
 
 TEST(Integrity, FaultSpecParsing) {
