@@ -54,4 +54,10 @@ if [[ $what == cost || $what == all ]]; then
     $dk infer --model vgg16 --data synthetic --limit 256 --batch 64 -k "$2" --warmup 1 \
       --integrity "$1" --report "$out/cost-vgg16-$1-k$2.json" | head -2
   done
+  # A VGG16 training step at 32x32 (batch 32, K = 4, folded decode), 3 steps.
+  for mode in none freivalds; do
+    $dk train --model vgg16 --input-size 32 --data synthetic --limit 96 --test-limit 32 \
+      --batch 32 -k 4 --mode darknight --grad-decode folded --steps 3 --lr 0.01 --seed 1 \
+      --integrity $mode --report "$out/cost-vgg16-train-$mode.json" | tail -2
+  done
 fi

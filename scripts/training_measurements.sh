@@ -34,6 +34,7 @@ if [[ $what == noise || $what == all ]]; then
         --noise-mean "$1" --noise-std "$std" --report "$out/noise-$1-$2-$p.json" | tail -1
     done
   done
+  python3 scripts/training_table.py "$out"
 fi
 
 if [[ $what == vgg || $what == all ]]; then

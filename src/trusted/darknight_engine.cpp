@@ -238,9 +238,10 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
     break;
   }
   if (consume) src = Tensor();
+  // t2 - t1: accelerator calls; t3 - t1: downloads and decoding (and checks).
   stats.times.encode += t1 - t0 - up;
   stats.times.accelerator += t2 - t1 + up + down;
-  stats.times.decode += t3 - t2 - down;
+  stats.times.decode += t3 - t1 - down;
   return dst;
 }
 
@@ -366,9 +367,10 @@ Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunSt
     if (ok) break;
     recompute_or_stop(node, attempt, "forward");
   }
+  // t2 - t1: accelerator calls; t3 - t1: downloads and decoding (and checks).
   stats.times.encode += t1 - t0 - up;
   stats.times.accelerator += t2 - t1 + up + down;
-  stats.times.decode += t3 - t2 - down;
+  stats.times.decode += t3 - t1 - down;
   return dst;
 }
 

@@ -13,6 +13,14 @@ double unit_roundoff(DType t) {
   return t == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
 }
 
+/// Advances (c, h, w) to the next element of a [C, H, W] item.
+inline void next(int64_t& c, int64_t& h, int64_t& w, int64_t hs, int64_t ws) {
+  if (++w == ws) {
+    w = 0;
+    if (++h == hs) h = 0, ++c;
+  }
+}
+
 }  // namespace
 
 std::string to_string(IntegrityMode m) {
@@ -47,6 +55,26 @@ Geometry Geometry::of(const nn::Node& node, const Shape& in_item) {
     g.o = node.dense.out_features;
   }
   return g;
+}
+
+Geometry::Taps Geometry::taps(bool rows, bool from_input) const {
+  const int64_t in = rows ? h : w, out = rows ? oh : ow, k = rows ? kh : kw;
+  const int64_t stride = rows ? sh : sw, pad = rows ? pt : pl, dil = rows ? dh : dw;
+  Taps t;
+  t.start.push_back(0);
+  for (int64_t i = 0; i < (from_input ? in : out); ++i) {
+    for (int64_t kk = 0; kk < k; ++kk) {
+      if (from_input) {
+        const int64_t n = i + pad - kk * dil;
+        if (n >= 0 && n % stride == 0 && n / stride < out) t.at.push_back({kk, n / stride});
+      } else {
+        const int64_t r = i * stride - pad + kk * dil;
+        if (r >= 0 && r < in) t.at.push_back({kk, r});
+      }
+    }
+    t.start.push_back(static_cast<int64_t>(t.at.size()));
+  }
+  return t;
 }
 
 WeightDigest::WeightDigest(const Tensor& w, int64_t groups, IntegrityMode mode, Csprng& rng) {
@@ -92,12 +120,19 @@ bool WeightDigest::matches(const Tensor& w) const {
 
 ForwardCheck::ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
                            const std::vector<Mixing>& secrets, int64_t mixtures, DType precision)
-    : mode_(mode), g_(g), d_(digest), secrets_(secrets), mixtures_(mixtures) {
+    : mode_(mode),
+      g_(g),
+      th_(g.taps(true, true)),
+      tw_(g.taps(false, true)),
+      d_(digest),
+      secrets_(secrets),
+      mixtures_(mixtures) {
   bound_ = kLambda * std::sqrt(static_cast<double>(g.fan_in())) * unit_roundoff(precision);
   const Shape cells{kProjections * mixtures * g.oh * g.ow};
   if (mode == IntegrityMode::freivalds) {
-    ref_ = Tensor64(cells), ref_sq_ = Tensor64(cells), got_ = Tensor64(cells);
-    got_abs_ = Tensor64(cells), tol_ = Tensor64(cells);
+    ref_ = Tensor64(cells), got_ = Tensor64(cells), got_abs_ = Tensor64(cells);
+    tol_ = Tensor64(cells);
+    ref_sq_ = Tensor64(Shape{mixtures * g.groups * g.oh * g.ow});
   }
   max_in_ = Tensor64(Shape{mixtures});
 }
@@ -112,36 +147,36 @@ void ForwardCheck::on_input(const BlindedT<T>& rows, int64_t first, int64_t e0) 
     max_in_[first + r] = m;
   }
   if (mode_ == IntegrityMode::redundant) return;
-  // Scatter each input element into the output positions it reaches: (s^T W) xbar_j, and
-  // sum over groups of (sum_{o in group} s_o^2 ||W_o||^2) ||xbar_j's patch in the group||^2,
-  // for every projection s.
-  const std::vector<double>&u = d_.u(), &ws2 = d_.ws2();
+  // Scatter each input element into the output positions it reaches: (s^T W) xbar_j for
+  // every projection s, and ||xbar_j's patch in group g||^2 (weighted by
+  // sum_{o in g} s_o^2 ||W_o||^2 in passed()).
+  const std::vector<double>& u = d_.u();
   const int64_t cols = g_.c * g_.kh * g_.kw, cg = g_.c / g_.groups;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int pr = 0; pr < kProjections; ++pr)
-    for (int64_t r = 0; r < n; ++r) {
-      double* ref = ref_.data() + (pr * mixtures_ + first + r) * p;
-      double* ref2 = ref_sq_.data() + (pr * mixtures_ + first + r) * p;
-      const double* up = u.data() + pr * cols;
-      const double* wp = ws2.data() + pr * g_.groups;
-      for (int64_t i = 0; i < len; ++i) {
-        const double v = x[r * len + i];
-        if (v == 0) continue;
-        const int64_t e = e0 + i, c = e / hw, hh = e % hw / g_.w, ww = e % g_.w;
-        const double v2 = wp[c / cg] * v * v;
-        for (int64_t kh = 0; kh < g_.kh; ++kh) {
-          const int64_t nh = hh + g_.pt - kh * g_.dh;
-          if (nh < 0 || nh % g_.sh || nh / g_.sh >= g_.oh) continue;
-          for (int64_t kw = 0; kw < g_.kw; ++kw) {
-            const int64_t nw = ww + g_.pl - kw * g_.dw;
-            if (nw < 0 || nw % g_.sw || nw / g_.sw >= g_.ow) continue;
-            const int64_t k = (c * g_.kh + kh) * g_.kw + kw, q = nh / g_.sh * g_.ow + nw / g_.sw;
-            ref[q] += up[k] * v;
-            ref2[q] += v2;
+  const int64_t stride = mixtures_ * p;  // between projections
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    double* ref = ref_.data() + (first + r) * p;
+    double* sq = ref_sq_.data() + (first + r) * g_.groups * p;
+    int64_t c = e0 / hw, hh = e0 % hw / g_.w, ww = e0 % g_.w;
+    for (int64_t i = 0; i < len; ++i) {
+      const double v = x[r * len + i];
+      if (v != 0) {
+        const double v2 = v * v;
+        double* sqg = sq + c / cg * p;
+        const double* uc = u.data() + c * g_.kh * g_.kw;
+        for (int64_t a = th_.start[hh]; a < th_.start[hh + 1]; ++a) {
+          const auto [kh, oh] = th_.at[a];
+          for (int64_t b = tw_.start[ww]; b < tw_.start[ww + 1]; ++b) {
+            const auto [kw, ow] = tw_.at[b];
+            const int64_t q = oh * g_.ow + ow, k = kh * g_.kw + kw;
+            for (int pr = 0; pr < kProjections; ++pr) ref[pr * stride + q] += uc[pr * cols + k] * v;
+            sqg[q] += v2;
           }
         }
       }
+      next(c, hh, ww, g_.h, g_.w);
     }
+  }
 }
 
 void ForwardCheck::begin_outputs() {
@@ -165,19 +200,22 @@ void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) 
   const T* y = rows.data();
   if (mode_ == IntegrityMode::freivalds) {
     const std::vector<double>& s = d_.s();
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int pr = 0; pr < kProjections; ++pr)
-      for (int64_t r = 0; r < n; ++r) {
-        double* got = got_.data() + (pr * mixtures_ + first + r) * p;
-        double* gota = got_abs_.data() + (pr * mixtures_ + first + r) * p;
-        const double* sp = s.data() + pr * g_.o;
-        for (int64_t i = 0; i < len; ++i) {
-          const int64_t e = e0 + i;
-          const double v = sp[e / p] * double(y[r * len + i]);
-          got[e % p] += v;
-          gota[e % p] += std::abs(v);
+    const int64_t stride = mixtures_ * p;  // between projections
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      double* got = got_.data() + (first + r) * p;
+      double* gota = got_abs_.data() + (first + r) * p;
+      int64_t o = e0 / p, q = e0 % p;
+      for (int64_t i = 0; i < len; ++i) {
+        const double y_i = y[r * len + i];
+        for (int pr = 0; pr < kProjections; ++pr) {
+          const double v = s[static_cast<size_t>(pr * g_.o + o)] * y_i;
+          got[pr * stride + q] += v;
+          gota[pr * stride + q] += std::abs(v);
         }
+        if (++q == p) q = 0, ++o;
       }
+    }
     return;
   }
   const Mixing& mx = secrets_[static_cast<size_t>(virtual_batch_of(first))];
@@ -203,10 +241,18 @@ void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) 
 
 bool ForwardCheck::passed() {
   if (mode_ != IntegrityMode::freivalds) return ok_;
-  for (int64_t q = 0; q < ref_.numel(); ++q) {
-    tol_[q] = bound_ * std::sqrt(ref_sq_[q]) + 1e-12 * got_abs_[q];
-    if (!(std::abs(got_[q] - ref_[q]) <= tol_[q])) ok_ = false;
-  }
+  const int64_t p = g_.oh * g_.ow;
+  const std::vector<double>& ws2 = d_.ws2();
+  for (int pr = 0; pr < kProjections; ++pr)
+    for (int64_t j = 0; j < mixtures_; ++j)
+      for (int64_t q = 0; q < p; ++q) {
+        double sq = 0;
+        for (int64_t grp = 0; grp < g_.groups; ++grp)
+          sq += ws2[static_cast<size_t>(pr * g_.groups + grp)] * ref_sq_[(j * g_.groups + grp) * p + q];
+        const int64_t at = (pr * mixtures_ + j) * p + q;
+        tol_[at] = bound_ * std::sqrt(sq) + 1e-12 * got_abs_[at];
+        if (!(std::abs(got_[at] - ref_[at]) <= tol_[at])) ok_ = false;
+      }
   return ok_;
 }
 
@@ -325,7 +371,7 @@ bool TrainDigest::verify_step(const Tensor& w, const Tensor& v, const SgdParams&
 
 BackwardDataCheck::BackwardDataCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures,
                                      DType precision)
-    : g_(g), d_(d), mixtures_(mixtures) {
+    : g_(g), th_(g.taps(true, false)), tw_(g.taps(false, false)), d_(d), mixtures_(mixtures) {
   bound_ = kLambda * std::sqrt(double(g.o / g.groups * g.kh * g.kw)) * unit_roundoff(precision);
   const Shape cells{kProjections * mixtures * g.h * g.w};
   ref_ = Tensor64(cells), ref_sq_ = Tensor64(cells), got_ = Tensor64(cells);
@@ -342,22 +388,22 @@ void BackwardDataCheck::on_input(const BlindedT<T>& rows, int64_t first, int64_t
     for (int64_t r = 0; r < n; ++r) {
       double* ref = ref_.data() + (pr * mixtures_ + first + r) * hw;
       double* ref2 = ref_sq_.data() + (pr * mixtures_ + first + r) * hw;
+      int64_t o = e0 / p, oh = e0 % p / g_.ow, ow = e0 % g_.ow;
       for (int64_t i = 0; i < len; ++i) {
         const double v = x[r * len + i];
-        if (v == 0) continue;
-        const int64_t e = e0 + i, o = e / p, oh = e % p / g_.ow, ow = e % g_.ow;
-        const double* wt = d_.wt.data() + (pr * g_.o + o) * kk;
-        const double v2 = d_.wt2[static_cast<size_t>(pr * g_.groups + o / og)] * v * v;
-        for (int64_t kh = 0; kh < g_.kh; ++kh) {
-          const int64_t ih = oh * g_.sh - g_.pt + kh * g_.dh;
-          if (ih < 0 || ih >= g_.h) continue;
-          for (int64_t kw = 0; kw < g_.kw; ++kw) {
-            const int64_t iw = ow * g_.sw - g_.pl + kw * g_.dw;
-            if (iw < 0 || iw >= g_.w) continue;
-            ref[ih * g_.w + iw] += wt[kh * g_.kw + kw] * v;
-            ref2[ih * g_.w + iw] += v2;
+        if (v != 0) {
+          const double* wt = d_.wt.data() + (pr * g_.o + o) * kk;
+          const double v2 = d_.wt2[static_cast<size_t>(pr * g_.groups + o / og)] * v * v;
+          for (int64_t a = th_.start[oh]; a < th_.start[oh + 1]; ++a) {
+            const auto [kh, ih] = th_.at[a];
+            for (int64_t b = tw_.start[ow]; b < tw_.start[ow + 1]; ++b) {
+              const auto [kw, iw] = tw_.at[b];
+              ref[ih * g_.w + iw] += wt[kh * g_.kw + kw] * v;
+              ref2[ih * g_.w + iw] += v2;
+            }
           }
         }
+        next(o, oh, ow, g_.oh, g_.ow);
       }
     }
 }
@@ -377,10 +423,11 @@ void BackwardDataCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t
       double* got = got_.data() + (pr * mixtures_ + first + r) * hw;
       double* gota = got_abs_.data() + (pr * mixtures_ + first + r) * hw;
       const double* t = d_.t.data() + pr * g_.c;
+      int64_t c = e0 / hw, q = e0 % hw;
       for (int64_t i = 0; i < len; ++i) {
-        const int64_t e = e0 + i;
-        const double v = t[e / hw] * double(y[r * len + i]);
-        got[e % hw] += v, gota[e % hw] += std::abs(v);
+        const double v = t[c] * double(y[r * len + i]);
+        got[q] += v, gota[q] += std::abs(v);
+        if (++q == hw) q = 0, ++c;
       }
     }
 }
@@ -408,7 +455,12 @@ bool BackwardDataCheck::above_tolerance(const Tensor64& e) const {
 
 WeightGradCheck::WeightGradCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures,
                                  DType precision)
-    : g_(g), mixtures_(mixtures), u_(unit_roundoff(precision)), t_(d.t) {
+    : g_(g),
+      th_(g.taps(true, false)),
+      tw_(g.taps(false, false)),
+      mixtures_(mixtures),
+      u_(unit_roundoff(precision)),
+      t_(d.t) {
   tx_ = Tensor64(Shape{kProjections * mixtures * g.groups * g.h * g.w});
   tx_sq_ = Tensor64(Shape{kProjections * g.groups});
   ref_ = Tensor64(Shape{kProjections * g.o * g.kh * g.kw});
@@ -421,14 +473,17 @@ void WeightGradCheck::on_forward_input(const BlindedT<T>& rows, int64_t first, i
   const int64_t n = rows.shape()[0], len = rows.shape()[1], hw = g_.h * g_.w;
   const int64_t cg = g_.c / g_.groups;
   const T* x = rows.data();
+#pragma omp parallel for schedule(static)
   for (int pr = 0; pr < kProjections; ++pr)
     for (int64_t r = 0; r < n; ++r) {
       double* tx = tx_.data() + (pr * mixtures_ + first + r) * g_.groups * hw;
+      double* sq = tx_sq_.data() + pr * g_.groups;
+      int64_t c = e0 / hw, q = e0 % hw;
       for (int64_t i = 0; i < len; ++i) {
-        const int64_t e = e0 + i, c = e / hw;
         const double t = t_[static_cast<size_t>(pr * g_.c + c)], v = x[r * len + i];
-        tx[c / cg * hw + e % hw] += t * v;
-        tx_sq_[pr * g_.groups + c / cg] += t * t * v * v;
+        tx[c / cg * hw + q] += t * v;
+        sq[c / cg] += t * t * v * v;
+        if (++q == hw) q = 0, ++c;
       }
     }
 }
@@ -439,28 +494,30 @@ void WeightGradCheck::on_delta(const BlindedT<T>& rows, int64_t first, int64_t e
   const int64_t kk = g_.kh * g_.kw, og = g_.o / g_.groups;
   const T* x = rows.data();
   for (int64_t r = 0; r < n; ++r)
-    for (int64_t i = 0; i < len; ++i) {
+    for (int64_t i = 0, o = e0 / p, q = e0 % p; i < len; ++i) {
       const double v = x[r * len + i];
-      d_sq_[(e0 + i) / p] += v * v;
+      d_sq_[o] += v * v;
+      if (++q == p) q = 0, ++o;
     }
 #pragma omp parallel for schedule(static)
   for (int pr = 0; pr < kProjections; ++pr)
     for (int64_t r = 0; r < n; ++r) {
       const double* tx = tx_.data() + (pr * mixtures_ + first + r) * g_.groups * hw;
+      int64_t o = e0 / p, oh = e0 % p / g_.ow, ow = e0 % g_.ow;
       for (int64_t i = 0; i < len; ++i) {
         const double v = x[r * len + i];
-        if (v == 0) continue;
-        const int64_t e = e0 + i, o = e / p, oh = e % p / g_.ow, ow = e % g_.ow;
-        const double* txg = tx + o / og * hw;
-        double* ref = ref_.data() + (pr * g_.o + o) * kk;
-        for (int64_t kh = 0; kh < g_.kh; ++kh) {
-          const int64_t ih = oh * g_.sh - g_.pt + kh * g_.dh;
-          if (ih < 0 || ih >= g_.h) continue;
-          for (int64_t kw = 0; kw < g_.kw; ++kw) {
-            const int64_t iw = ow * g_.sw - g_.pl + kw * g_.dw;
-            if (iw >= 0 && iw < g_.w) ref[kh * g_.kw + kw] += v * txg[ih * g_.w + iw];
+        if (v != 0) {
+          const double* txg = tx + o / og * hw;
+          double* ref = ref_.data() + (pr * g_.o + o) * kk;
+          for (int64_t a = th_.start[oh]; a < th_.start[oh + 1]; ++a) {
+            const auto [kh, ih] = th_.at[a];
+            for (int64_t b = tw_.start[ow]; b < tw_.start[ow + 1]; ++b) {
+              const auto [kw, iw] = tw_.at[b];
+              ref[kh * g_.kw + kw] += v * txg[ih * g_.w + iw];
+            }
           }
         }
+        next(o, oh, ow, g_.oh, g_.ow);
       }
     }
 }

@@ -9,6 +9,8 @@
 //    computed from the accelerator's output, must equal (s^T W) xbar_j, computed by the
 //    trusted side from s^T W (derived from the weights as they pass through at load time)
 //    and the mixture it sent. A wrong result passes only if its error is orthogonal to s.
+//    In training also backward-data and the weight gradient, with vectors t over the input
+//    channels, and each SGD step's result (TrainDigest).
 //
 // Both compare floating-point results, so each allows a tolerance: a bound on the
 // accelerator's rounding error. For a dot product of n terms in unit roundoff u, the
@@ -43,8 +45,9 @@ namespace darknight::trusted {
 
 enum class IntegrityMode { none, redundant, freivalds };
 /// Freivalds projections per check. Several, because with a float tolerance one projection
-/// of a large error can land below it by chance (measured: 1 in ~30 dropped mixtures of a
-/// dense layer passed a single projection); each costs 1/O of the layer's multiply-adds.
+/// of a large error can land below it by chance (measured with a single projection and a
+/// looser tolerance: 1 in ~30 dropped mixtures of a dense layer passed); each costs 1/O of
+/// the layer's multiply-adds.
 constexpr int kProjections = 4;
 std::string to_string(IntegrityMode m);
 /// "none" | "redundant" | "freivalds"; throws Error otherwise.
@@ -73,6 +76,16 @@ struct Geometry {
   int64_t kh = 1, kw = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1, groups = 1;
   static Geometry of(const nn::Node& node, const Shape& in_item);
   int64_t fan_in() const { return c / groups * kh * kw; }
+
+  /// Which kernel taps connect input and output rows (or columns), as lists per row:
+  /// at[start[i]..start[i+1]) holds (kernel row, other row) pairs for row i, where
+  /// out * stride - pad + k * dilation == in. From the input side (for each input row the
+  /// output rows it reaches) or the output side.
+  struct Taps {
+    std::vector<int64_t> start;
+    std::vector<std::array<int64_t, 2>> at;
+  };
+  Taps taps(bool rows, bool from_input) const;
 };
 
 /// What the trusted side keeps of a linear layer's weights to check results and to verify
@@ -130,14 +143,15 @@ class ForwardCheck {
   int virtual_batch_of(int64_t first) const;
   IntegrityMode mode_;
   Geometry g_;
+  Geometry::Taps th_, tw_;
   const WeightDigest& d_;
   const std::vector<Mixing>& secrets_;
   int64_t mixtures_;
   double bound_;  ///< lambda sqrt(n) u
   bool ok_ = true;
-  // freivalds, per projection, mixture and output position: (s^T W) xbar, the weighted
-  // squared patch norms above, s^T ybar, |s|^T |ybar| and the tolerance. Held as tensors
-  // so that the trusted memory meter counts them.
+  // freivalds, per projection, mixture and output position: (s^T W) xbar, s^T ybar,
+  // |s|^T |ybar| and the tolerance; per mixture, group and position the squared patch
+  // norms. Held as tensors so that the trusted memory meter counts them.
   Tensor64 ref_, ref_sq_, got_, got_abs_, tol_;
   // max |xbar_j| per mixture.
   Tensor64 max_in_;
@@ -180,6 +194,7 @@ class BackwardDataCheck {
 
  private:
   Geometry g_;
+  Geometry::Taps th_, tw_;
   const TrainDigest& d_;
   int64_t mixtures_;
   double bound_;
@@ -204,6 +219,7 @@ class WeightGradCheck {
 
  private:
   Geometry g_;
+  Geometry::Taps th_, tw_;
   int64_t mixtures_;
   double u_;
   const std::vector<double>& t_;
