@@ -86,14 +86,6 @@ void Progress::update(int64_t done, int64_t total, const std::string& extra) {
 
 nlohmann::json integrity_report(const std::string& mode, const std::string& faults,
                                 int64_t operations, const trusted::IntegrityCounters& c) {
-  std::printf(
-      "  integrity %s: %lld checks, %lld faults injected (%lld above tolerance, %lld "
-      "corrupting outputs), %lld detected, %lld recomputed, %lld computed in the "
-      "trusted runtime, %lld false alarms\n",
-      mode.c_str(), static_cast<long long>(c.checks), static_cast<long long>(c.injected),
-      static_cast<long long>(c.injected_above_tolerance), static_cast<long long>(c.corrupting),
-      static_cast<long long>(c.detected), static_cast<long long>(c.recomputed),
-      static_cast<long long>(c.fallbacks), static_cast<long long>(c.false_alarms));
   return {{"mode", mode},
           {"faults", faults},
           {"operations", operations},
@@ -105,6 +97,17 @@ nlohmann::json integrity_report(const std::string& mode, const std::string& faul
           {"recomputed", c.recomputed},
           {"fallbacks", c.fallbacks},
           {"false_alarms", c.false_alarms}};
+}
+
+void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c) {
+  std::printf(
+      "  integrity %s: %lld checks, %lld faults injected (%lld above tolerance, %lld "
+      "corrupting outputs), %lld detected, %lld recomputed, %lld computed in the "
+      "trusted runtime, %lld false alarms\n",
+      mode.c_str(), static_cast<long long>(c.checks), static_cast<long long>(c.injected),
+      static_cast<long long>(c.injected_above_tolerance), static_cast<long long>(c.corrupting),
+      static_cast<long long>(c.detected), static_cast<long long>(c.recomputed),
+      static_cast<long long>(c.fallbacks), static_cast<long long>(c.false_alarms));
 }
 
 }  // namespace darknight::app

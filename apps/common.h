@@ -31,9 +31,11 @@ int64_t parse_bytes(const std::string& s);
 int argmax(const float* p, int64_t n);
 
 /// The report's `integrity` object for a run with `mode` checks and `faults` injected into
-/// `operations` linear operations; also printed as one line.
+/// `operations` linear operations.
 nlohmann::json integrity_report(const std::string& mode, const std::string& faults,
                                 int64_t operations, const trusted::IntegrityCounters& c);
+/// The same counters as one line on stdout.
+void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c);
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {

@@ -377,6 +377,7 @@ int run_infer(const InferOptions& o) {
                 rep["accuracy_plain"].get<double>());
   else if (rep.contains("accuracy"))
     std::printf("  accuracy %.4f\n", rep["accuracy"].get<double>());
+  if (rep.contains("integrity")) print_integrity(o.integrity, run.integrity);
   if (o.compare_plain) {
     std::printf(
         "  vs plain: top-1 agreement %.4f, max relative error %.3e (smallest top-1 "

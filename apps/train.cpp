@@ -373,6 +373,7 @@ int run_train(const TrainOptions& o) {
     if (faults && integrity == trusted::IntegrityMode::none) ic.injected = faults->injected();
     integrity_json =
         integrity_report(o.integrity, o.inject_faults, faults ? faults->operations() : 0, ic);
+    print_integrity(o.integrity, ic);
   }
   if (!o.report.empty()) {
     json rep;

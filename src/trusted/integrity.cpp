@@ -248,7 +248,8 @@ bool ForwardCheck::passed() {
       for (int64_t q = 0; q < p; ++q) {
         double sq = 0;
         for (int64_t grp = 0; grp < g_.groups; ++grp)
-          sq += ws2[static_cast<size_t>(pr * g_.groups + grp)] * ref_sq_[(j * g_.groups + grp) * p + q];
+          sq += ws2[static_cast<size_t>(pr * g_.groups + grp)] *
+                ref_sq_[(j * g_.groups + grp) * p + q];
         const int64_t at = (pr * mixtures_ + j) * p + q;
         tol_[at] = bound_ * std::sqrt(sq) + 1e-12 * got_abs_[at];
         if (!(std::abs(got_[at] - ref_[at]) <= tol_[at])) ok_ = false;
