@@ -66,6 +66,11 @@ class Storage {
   ~Storage() { release(); }
   void* get() const { return p_; }
   void set_wipe_on_free() { wipe_ = true; }
+  /// Stops charging the meter (for memory handed out of the metered scope).
+  void detach_meter() noexcept {
+    if (meter_) meter_->sub(static_cast<int64_t>(bytes_));
+    meter_ = nullptr;
+  }
 
  private:
   void release() noexcept {
@@ -160,6 +165,9 @@ class TensorT {
 
   /// Zeroes the bytes when the tensor is freed (for secrets).
   void set_wipe_on_free() { data_.set_wipe_on_free(); }
+  /// No longer charged to the meter it was allocated under (the caller takes it out of
+  /// that meter's scope, e.g. a runtime's output; the meter may not outlive it).
+  void detach_meter() noexcept { data_.detach_meter(); }
 
   void fill(T v) {
     for (int64_t i = 0; i < numel(); ++i) data()[i] = v;

@@ -154,6 +154,7 @@ Tensor Runtime::infer(const Tensor& batch) {
   }
   stats_.images += b;
   stats_.peak_trusted_bytes = std::max(stats_.peak_trusted_bytes, meter_.peak_bytes());
+  result.detach_meter();  // handed to the caller, who may outlive this runtime's meter
   return result;
 }
 
