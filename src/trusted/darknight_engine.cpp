@@ -6,10 +6,6 @@
 namespace darknight::trusted {
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 Tensor batch_of(int64_t m, const Shape& item) {
   std::vector<int64_t> dims{m};
   for (int64_t d : item.dims()) dims.push_back(d);

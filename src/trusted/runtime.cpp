@@ -9,30 +9,23 @@
 #include "nn/kernels.h"
 
 namespace darknight::trusted {
-namespace {
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-class ThreadScope {
- public:
-  explicit ThreadScope(int n) : previous_(omp_get_max_threads()) {
-    if (n > 0) omp_set_num_threads(n);
-  }
-  ~ThreadScope() { omp_set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
+ThreadScope::ThreadScope(int n) : previous_(omp_get_max_threads()) {
+  if (n > 0) omp_set_num_threads(n);
+}
+ThreadScope::~ThreadScope() {
+  omp_set_num_threads(previous_);
+}
 
 Shape batched(int64_t n, const Shape& item) {
   std::vector<int64_t> dims{n};
   for (int64_t d : item.dims()) dims.push_back(d);
   return Shape(std::span<const int64_t>(dims));
 }
-
-}  // namespace
 
 Runtime::Runtime(nn::Graph graph, LinearEngine& engine, RuntimeOptions opts)
     : graph_(std::move(graph)), engine_(engine), opts_(std::move(opts)) {

@@ -13,6 +13,22 @@
 
 namespace darknight::trusted {
 
+/// Seconds on a monotonic clock.
+double now();
+/// Runs OpenMP regions on `n` threads (0: unchanged) while it lives.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int n);
+  ~ThreadScope();
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  int previous_;
+};
+/// [n, item...].
+Shape batched(int64_t n, const Shape& item);
+
 /// Wall time per kind of work, seconds.
 struct OpTimes {
   double encode = 0, accelerator = 0, decode = 0, nonlinear = 0;
