@@ -7,9 +7,12 @@
 #include <cmath>
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "nn/model_file.h"
 #include "nn/onnx_import.h"
 #include "nn/zoo.h"
+#include "trusted/enclave.h"
 
 namespace darknight::app {
 
@@ -37,6 +40,41 @@ nn::Graph make_model(const ModelSpec& s) {
     DK_CHECK(st.ok(), "{}: {}", s.weights, st.message());
   }
   return g;
+}
+
+data::Dataset load_dataset(const std::string& spec, const data::LoadOptions& opts) {
+  if (spec.rfind("sealed:", 0) != 0) return data::load(spec, opts).value();
+  const std::string path = spec.substr(7);
+  DK_CHECK(!path.empty(), "sealed data needs a file: sealed:FILE");
+  const trusted::Enclave enclave;
+  return enclave.open_sealed(path, opts.split, opts.limit).value();
+}
+
+void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s) {
+  c->add_option("--accelerator", accelerator,
+                "Untrusted accelerator: a backend in this process (" +
+                    fmt::format("{}", fmt::join(accel::backend_names(), ", ")) +
+                    ") or a `darknight worker` at tcp://HOST:PORT or ipc://PATH")
+      ->check([](const std::string& v) -> std::string {
+        const auto names = accel::backend_names();
+        if (accel::is_remote(v) || std::find(names.begin(), names.end(), v) != names.end())
+          return "";
+        return fmt::format("'{}' is neither a backend ({}) nor tcp://HOST:PORT or ipc://PATH", v,
+                           fmt::join(names, ", "));
+      })
+      ->capture_default_str();
+  c->add_option("--accelerator-timeout", timeout_s,
+                "Seconds to wait for one reply of a remote worker before failing")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
+std::unique_ptr<accel::Backend> make_accelerator(const std::string& name, double timeout_s,
+                                                 int mixtures_per_batch) {
+  accel::BackendOptions bo;
+  bo.timeout_s = timeout_s;
+  bo.mixtures_per_batch = mixtures_per_batch;
+  return accel::make_backend(name, bo);
 }
 
 int64_t parse_bytes(const std::string& s) {

@@ -4,8 +4,13 @@
 #include <cstdint>
 #include <string>
 
+#include <CLI/CLI.hpp>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "accel/backend.h"
+
+#include "data/datasets.h"
 #include "nn/graph.h"
 #include "trusted/integrity.h"
 
@@ -24,6 +29,17 @@ struct ModelSpec {
 };
 /// Builds or imports the model and applies `weights` when given; throws Error.
 nn::Graph make_model(const ModelSpec& s);
+
+/// Loads a dataset: "sealed:FILE" is opened (authenticated whole, then decrypted) inside
+/// the trusted runtime (trusted::Enclave, keys under $DARKNIGHT_HOME); anything else goes
+/// to data::load. Throws Error with the reason when the data cannot be used.
+data::Dataset load_dataset(const std::string& spec, const data::LoadOptions& opts);
+
+/// Adds --accelerator (a backend name or a worker's endpoint) and --accelerator-timeout.
+void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s);
+/// The accelerator named by --accelerator; `mixtures_per_batch` labels a worker's capture.
+std::unique_ptr<accel::Backend> make_accelerator(const std::string& name, double timeout_s,
+                                                 int mixtures_per_batch);
 
 /// Parses "134217728", "128MiB", "1GiB", "512KiB" or "1.5GB" into bytes.
 int64_t parse_bytes(const std::string& s);

@@ -11,8 +11,10 @@
 
 #include "accel/backend.h"
 #include "conformance/node_tests.h"
+#include "enclave.h"
 #include "infer.h"
 #include "train.h"
+#include "worker.h"
 
 namespace dk = darknight;
 
@@ -92,6 +94,10 @@ int main(int argc, char** argv) {
   auto* infer = dk::app::add_infer_command(app, infer_opts);
   dk::app::TrainOptions train_opts;
   auto* train = dk::app::add_train_command(app, train_opts);
+  dk::app::WorkerOptions worker_opts;
+  auto* worker = dk::app::add_worker_command(app, worker_opts);
+  dk::app::EnclaveOptions enclave_opts;
+  const dk::app::EnclaveCommands enclave_cmds(app, enclave_opts);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -99,6 +105,8 @@ int main(int argc, char** argv) {
     if (*conf) return cmd_conformance(conf_backends, conf_precision, conf_dir);
     if (*infer) return dk::app::run_infer(infer_opts);
     if (*train) return dk::app::run_train(train_opts);
+    if (*worker) return dk::app::run_worker(worker_opts);
+    if (enclave_cmds.parsed()) return enclave_cmds.run();
     std::printf("%s", app.help().c_str());
     return 0;
   } catch (const std::exception& e) {

@@ -43,14 +43,17 @@ struct Run {
   int64_t chunk = 0;
   trusted::IntegrityCounters integrity;
   int64_t faulted_operations = 0;  ///< linear operations the injector could hit
+  std::string accelerator;         ///< what ran the linear operations
 };
 
 /// Runs `images` through a runtime in batches of o.batch, after o.warmup untimed batches.
 Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const Tensor& images,
              const std::function<void(int, int64_t, const Tensor&)>& probe, bool show_progress,
              std::vector<std::string>* layer_names = nullptr) {
-  auto accel = accel::make_backend(o.accelerator);
   const auto integrity = trusted::parse_integrity_mode(o.integrity);
+  auto accel = make_accelerator(
+      o.accelerator, o.accelerator_timeout,
+      mode == "darknight" ? o.k + 1 + (integrity == trusted::IntegrityMode::redundant) : 0);
   DK_CHECK(integrity == trusted::IntegrityMode::none || mode == "darknight",
            "--integrity {} needs --mode darknight", o.integrity);
   std::unique_ptr<accel::FaultInjector> faults;
@@ -100,6 +103,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     for (const auto& node : rt.graph().nodes()) layer_names->push_back(node.name);
   const int64_t n = images.shape()[0], b = std::min(o.batch, n);
   Run r;
+  r.accelerator = accel->describe();
   r.chunk = rt.plan(b);
   for (int w = 0; w < o.warmup; ++w) {
     Tensor batch(images.shape().with_batch(b), images.items(0, b));
@@ -139,14 +143,13 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
   c->add_option("--weights", o.weights,
                 "Trained parameters from `darknight train --save` for the model");
   c->add_option("--data", o.data,
-                "synthetic | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR (test split)")
+                "synthetic | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | sealed:FILE "
+                "(darknight seal) (test split)")
       ->capture_default_str();
   c->add_option("--mode", o.mode, "darknight | plain (unprotected) | tee (all in the enclave)")
       ->check(CLI::IsMember({"darknight", "plain", "tee"}))
       ->capture_default_str();
-  c->add_option("--accelerator", o.accelerator, "Untrusted accelerator backend")
-      ->check(CLI::IsMember(accel::backend_names()))
-      ->capture_default_str();
+  add_accelerator_options(c, o.accelerator, o.accelerator_timeout);
   c->add_option("-k,--virtual-batch", o.k, "Inputs mixed together (K, 1..16)")
       ->check(CLI::Range(1, 16))
       ->capture_default_str();
@@ -221,7 +224,7 @@ int run_infer(const InferOptions& o) {
   lo.synthetic_item = probe_model.input_shape();
   if (probe_model.input_shape().rank() == 3) lo.image_size = probe_model.input_shape()[1];
   lo.seed = o.seeded ? o.seed : 1;
-  data::Dataset ds = data::load(o.data, lo).value();
+  data::Dataset ds = load_dataset(o.data, lo);
   if (!o.normalize.empty()) data::normalize(ds, o.normalize).throw_if_error();
   const Shape item = ds.images.shape().with_batch(1);
   DK_CHECK(item.item_numel() == probe_model.input_shape().numel() &&
@@ -284,7 +287,7 @@ int run_infer(const InferOptions& o) {
   rep["peak_trusted_bytes"] = run.stats.peak_trusted_bytes;
   rep["enclave_memory_bytes"] = parse_bytes(o.enclave_memory);
   rep["images_per_pass"] = run.chunk;
-  rep["accelerator"] = accel::make_backend(o.accelerator)->describe();
+  rep["accelerator"] = run.accelerator;
   rep["weight_bytes"] = probe_model.weight_bytes();
   if (o.mode == "darknight") {
     rep["virtual_batch"] = o.k;

@@ -13,6 +13,7 @@ struct InferOptions {
   std::string data = "synthetic";
   std::string mode = "darknight";
   std::string accelerator = "cpu";
+  double accelerator_timeout = 300;
   int k = 4;
   int64_t batch = 64;
   int64_t limit = 0;

@@ -87,15 +87,14 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   c->add_option("--weights", o.weights, "Start from parameters saved by --save");
   c->add_option("--data", o.data,
-                "fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | synthetic (train split; "
+                "fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | synthetic | sealed:FILE "
+                "(darknight seal) (train split; "
                 "test accuracy on the test split)")
       ->capture_default_str();
   c->add_option("--mode", o.mode, "darknight | plain (unprotected) | tee (all in the enclave)")
       ->check(CLI::IsMember({"darknight", "plain", "tee"}))
       ->capture_default_str();
-  c->add_option("--accelerator", o.accelerator, "Untrusted accelerator backend")
-      ->check(CLI::IsMember(accel::backend_names()))
-      ->capture_default_str();
+  add_accelerator_options(c, o.accelerator, o.accelerator_timeout);
   c->add_option("--epochs", o.epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
   c->add_option("--steps", o.steps, "Stop after this many SGD steps (0: run whole epochs)")
       ->check(CLI::NonNegativeNumber);
@@ -201,12 +200,12 @@ int run_train(const TrainOptions& o) {
   lo.split = data::Split::train;
   lo.limit = o.limit;
   lo.synthetic_count = 256;
-  data::Dataset train = data::load(o.data, lo).value();
+  data::Dataset train = load_dataset(o.data, lo);
   lo.split = data::Split::test;
   lo.limit = o.test_limit;
   lo.synthetic_count = 64;
   lo.seed = seed + 1;
-  data::Dataset test = data::load(o.data, lo).value();
+  data::Dataset test = load_dataset(o.data, lo);
   if (!o.normalize.empty()) {
     data::normalize(train, o.normalize).throw_if_error();
     data::normalize(test, o.normalize).throw_if_error();
@@ -220,8 +219,9 @@ int run_train(const TrainOptions& o) {
 
   // Engine and trainer.
   const DType dtype = o.precision == "f64" ? DType::f64 : DType::f32;
-  auto accel = accel::make_backend(o.accelerator);
   const auto integrity = trusted::parse_integrity_mode(o.integrity);
+  auto accel = make_accelerator(o.accelerator, o.accelerator_timeout,
+                                o.mode == "darknight" ? o.k + 1 : 0);
   DK_CHECK(integrity == trusted::IntegrityMode::none ||
                (o.mode == "darknight" && o.grad_decode == "folded"),
            "--integrity {} needs --mode darknight --grad-decode folded", o.integrity);

@@ -13,6 +13,7 @@ struct TrainOptions {
   std::string data = "fashion-mnist";
   std::string mode = "darknight";
   std::string accelerator = "cpu";
+  double accelerator_timeout = 300;
   int epochs = 1;
   int64_t steps = 0;  ///< stop after this many steps (0: whole epochs)
   int64_t batch = 64;

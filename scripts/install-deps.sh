@@ -10,7 +10,7 @@ packages=(
   # libraries (see README "Dependencies")
   libdnnl-dev libopenblas-openmp-dev libsodium-dev libcli11-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev zlib1g-dev libturbojpeg0-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libonnx-dev libprotobuf-dev libeigen3-dev
+  libonnx-dev libprotobuf-dev libeigen3-dev libzmq3-dev cppzmq-dev
   # test data and tools
   libonnx-testdata dataset-fashion-mnist python3 python3-numpy python3-matplotlib python3-onnx
 )

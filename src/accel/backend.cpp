@@ -5,6 +5,7 @@
 
 #include "accel/cpu/cpu_backend.h"
 #include "accel/ref/ref_backend.h"
+#include "accel/remote/remote_backend.h"
 
 namespace darknight::accel {
 
@@ -297,10 +298,18 @@ std::vector<std::string> backend_names() {
   return {"cpu", "ref"};
 }
 
+bool is_remote(const std::string& name) {
+  return name.rfind("tcp://", 0) == 0 || name.rfind("ipc://", 0) == 0;
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts) {
+  if (is_remote(name))
+    return std::make_unique<remote::RemoteBackend>(
+        remote::RemoteOptions{name, opts.timeout_s, opts.mixtures_per_batch});
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);
   if (name == "ref") return std::make_unique<RefBackend>();
-  throw Error(fmt::format("unknown accelerator backend '{}' (available: {})", name,
+  throw Error(fmt::format("unknown accelerator backend '{}' (available: {}, or a worker's "
+                          "tcp://HOST:PORT or ipc://PATH)", name,
                           fmt::join(backend_names(), ", ")));
 }
 

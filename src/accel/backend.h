@@ -27,6 +27,9 @@
 namespace darknight::accel {
 
 class FaultInjector;
+namespace remote {
+class Server;
+}
 
 /// 2-D convolution, PyTorch/ONNX conventions: weights [O, I/groups, KH, KW], NCHW data,
 /// dilation 1 means none, padding may be asymmetric. No bias: biases are added after
@@ -122,7 +125,12 @@ class Backend {
   /// measuring the integrity checks (accel/faults.h). Not owned.
   void set_fault_injector(FaultInjector* f) { faults_ = f; }
 
-  /// Short name: "ref", "cpu", "cuda".
+  /// Says which linear layer (0 for the first) the following operations belong to: a label
+  /// for the remote worker's capture and logs (the accelerator learns nothing new: it is
+  /// told which weights to use). Ignored by in-process backends.
+  virtual void set_layer(int64_t) {}
+
+  /// Short name: "ref", "cpu", "cuda", "remote".
   virtual std::string name() const = 0;
   /// One line saying what runs it (library versions, threads, device).
   virtual std::string describe() const = 0;
@@ -244,6 +252,7 @@ class Backend {
 
  private:
   friend class FaultInjector;
+  friend class remote::Server;
   FaultInjector* faults_ = nullptr;
   void check_owned(const Buffer& b, const char* what) const;
   void check_owned(const Weights& w, const char* what) const;
@@ -258,11 +267,18 @@ class Backend {
 /// Options for make_backend.
 struct BackendOptions {
   int threads = 0;  ///< worker threads for CPU backends; 0 = all cores
+  /// A remote worker (tcp://HOST:PORT, ipc://PATH): the longest wait for one reply, and the
+  /// mixtures per virtual batch (K + 1, + 1 with the redundant mixture) for its capture.
+  double timeout_s = 300;
+  int mixtures_per_batch = 0;
 };
 
 /// Names of the backends built into this binary, fastest first ("cpu", "ref").
 std::vector<std::string> backend_names();
-/// Makes a backend by name; throws Error naming the available ones when unknown.
+/// True for an endpoint of a remote worker (tcp://HOST:PORT or ipc://PATH).
+bool is_remote(const std::string& name);
+/// Makes a backend by name, or connects to the worker at an endpoint (is_remote); throws
+/// Error naming the available ones when unknown.
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts = {});
 
 }  // namespace darknight::accel

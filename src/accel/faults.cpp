@@ -102,9 +102,11 @@ void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Wei
     if (b.dtype() == DType::f32) {
       std::vector<float> t(static_cast<size_t>(n));
       be.do_download(b, 0, b.bytes(), t.data());
+      be.wait();
       std::copy(t.begin(), t.end(), v.begin());
     } else {
       be.do_download(b, 0, b.bytes(), v.data());
+      be.wait();
     }
     return v;
   };

@@ -69,6 +69,7 @@ Tensor PlainEngine::get(const accel::Buffer& src, const Shape& shape) {
 
 const accel::Buffer& PlainEngine::apply(const nn::Node& node, const accel::Buffer& in) {
   const accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
+  be_.set_layer(node.weights);
   if (node.op == nn::Op::conv) {
     accel::Buffer& out = buffers_.get(1, node.conv.dst_shape(in.shape()));
     be_.conv2d_forward(node.conv, in, w, out);
@@ -107,6 +108,7 @@ Tensor PlainEngine::backward(const nn::Node& node, const Tensor& delta, bool inp
                              trusted::RunStats& stats) {
   const double t0 = now();
   accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
+  be_.set_layer(node.weights);
   accel::Buffer& dd = buffers_.get(2, delta.shape());
   put(delta, dd);
   stats.bytes_to_accelerator += delta.numel() * static_cast<int64_t>(dtype_size(dtype_));

@@ -92,17 +92,17 @@ Coefficients::~Coefficients() {
   if (!m_.empty()) sodium_memzero(m_.data(), m_.size() * sizeof(double));
 }
 
-Coefficients Mixing::mixing() const {
-  Coefficients c(mixtures(), n());
+std::unique_ptr<Coefficients> Mixing::mixing() const {
+  auto c = std::make_unique<Coefficients>(mixtures(), n());
   for (int j = 0; j < mixtures(); ++j)
-    for (int i = 0; i < n(); ++i) c(j, i) = a(j, i);
+    for (int i = 0; i < n(); ++i) (*c)(j, i) = a(j, i);
   return c;
 }
 
-Coefficients Mixing::unmixing() const {
-  Coefficients c(k(), mixtures());
+std::unique_ptr<Coefficients> Mixing::unmixing() const {
+  auto c = std::make_unique<Coefficients>(k(), mixtures());
   for (int i = 0; i < k(); ++i)
-    for (int j = 0; j < mixtures(); ++j) c(i, j) = inv(i, j);
+    for (int j = 0; j < mixtures(); ++j) (*c)(i, j) = inv(i, j);
   return c;
 }
 
@@ -112,7 +112,7 @@ Mixing::~Mixing() {
   if (!null_.empty()) sodium_memzero(null_.data(), null_.size() * sizeof(double));
 }
 
-Mixing Mixing::draw(int k, double scale, Csprng& rng, int extra) {
+std::unique_ptr<Mixing> Mixing::draw(int k, double scale, Csprng& rng, int extra) {
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   DK_CHECK(extra >= 0 && extra <= 1, "redundant mixtures must be 0 or 1, got {}", extra);
   const int n = k + 1, m = k + 1 + extra;
@@ -127,13 +127,13 @@ Mixing Mixing::draw(int k, double scale, Csprng& rng, int extra) {
   Eigen::Map<Mat>(a.data(), m, n) = scale * q.leftCols(n);
   sodium_memzero(g.data(), sizeof(double) * static_cast<size_t>(m * m));
   sodium_memzero(q.data(), sizeof(double) * static_cast<size_t>(m * m));
-  return Mixing(k, extra, std::move(a));
+  return std::unique_ptr<Mixing>(new Mixing(k, extra, std::move(a)));
 }
 
-Mixing Mixing::from_matrix(int k, std::vector<double> a, int extra) {
+std::unique_ptr<Mixing> Mixing::from_matrix(int k, std::vector<double> a, int extra) {
   DK_CHECK(static_cast<int>(a.size()) == (k + 1 + extra) * (k + 1),
            "mixing matrix needs {} entries", (k + 1 + extra) * (k + 1));
-  return Mixing(k, extra, std::move(a));
+  return std::unique_ptr<Mixing>(new Mixing(k, extra, std::move(a)));
 }
 
 std::vector<int> split_virtual_batches(int64_t items, int k) {
@@ -168,11 +168,12 @@ std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile) {
 }
 
 template <typename T>
-void Encoder::mix(const Tensor& src, const std::vector<Coefficients>& c, bool noise,
+void Encoder::mix(const Tensor& src, const CoefficientList& c, bool noise,
                   const MixtureSink<T>& sink) {
   const int64_t s = src.shape().item_numel();
   int64_t item = 0, mix = 0;
-  for (const Coefficients& cv : c) {
+  for (const auto& cp : c) {
+    const Coefficients& cv = *cp;
     const int kv = cv.cols() - (noise ? 1 : 0), n = cv.rows();
     DK_CHECK(item + kv <= src.shape()[0], "mix: {} inputs for {} items", item + kv, src.shape()[0]);
     const float* x = src.data() + item * s;
@@ -198,15 +199,16 @@ void Encoder::mix(const Tensor& src, const std::vector<Coefficients>& c, bool no
 }
 
 template <typename T>
-void Encoder::unmix(Tensor& dst, const std::vector<Coefficients>& d, const OutputFetch<T>& fetch,
+void Encoder::unmix(Tensor& dst, const CoefficientList& d, const OutputFetch<T>& fetch,
                     const RowEpilogue& epilogue) const {
   const int64_t s = dst.shape().item_numel();
   int64_t total = 0;
-  for (const Coefficients& dv : d) total += dv.rows();
+  for (const auto& dv : d) total += dv->rows();
   DK_CHECK(dst.shape()[0] == total, "decode: destination {} for {} items", dst.shape().str(),
            total);
   int64_t item = 0, mix = 0;
-  for (const Coefficients& dv : d) {
+  for (const auto& dp : d) {
+    const Coefficients& dv = *dp;
     const int kv = dv.rows(), n = dv.cols();
     float* y = dst.data() + item * s;
     int64_t e0 = 0;
@@ -229,17 +231,17 @@ void Encoder::unmix(Tensor& dst, const std::vector<Coefficients>& d, const Outpu
 }
 
 template <typename T>
-void Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets, const MixtureSink<T>& sink) {
-  std::vector<Coefficients> c;
+void Encoder::encode(const Tensor& src, MixingList& secrets, const MixtureSink<T>& sink) {
+  CoefficientList c;
   for (int kv : split_virtual_batches(src.shape()[0], opts_.k)) {
     secrets.push_back(source_->next_mixing(kv));
-    c.push_back(secrets.back().mixing());
+    c.push_back(secrets.back()->mixing());
   }
   mix<T>(src, c, true, sink);
 }
 
 template <typename T>
-BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
+BlindedT<T> Encoder::encode(const Tensor& src, MixingList& secrets) {
   const int64_t s = src.shape().item_numel();
   TensorT<T> out(src.shape().with_batch(
       mixture_count(split_virtual_batches(src.shape()[0], opts_.k), opts_.redundancy)));
@@ -253,19 +255,19 @@ BlindedT<T> Encoder::encode(const Tensor& src, std::vector<Mixing>& secrets) {
 }
 
 template <typename T>
-void Encoder::decode(const std::vector<Mixing>& secrets, Tensor& dst, const OutputFetch<T>& fetch,
+void Encoder::decode(const MixingList& secrets, Tensor& dst, const OutputFetch<T>& fetch,
                      const RowEpilogue& epilogue) const {
-  std::vector<Coefficients> d;
-  for (const Mixing& a : secrets) d.push_back(a.unmixing());
+  CoefficientList d;
+  for (const auto& a : secrets) d.push_back(a->unmixing());
   unmix<T>(dst, d, fetch, epilogue);
 }
 
 template <typename T>
-void Encoder::decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
+void Encoder::decode(const TensorT<T>& mixed, const MixingList& secrets, Tensor& dst,
                      const RowEpilogue& epilogue) const {
   const int64_t s = mixed.shape().item_numel();
   int64_t total_mix = 0;
-  for (const Mixing& a : secrets) total_mix += a.mixtures();
+  for (const auto& a : secrets) total_mix += a->mixtures();
   DK_CHECK(mixed.shape()[0] == total_mix, "decode: {} mixtures for {} expected", mixed.shape()[0],
            total_mix);
   DK_CHECK(dst.shape().item_numel() == s, "decode: destination {} for items of {} elements",
@@ -281,16 +283,16 @@ void Encoder::decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets
       epilogue);
 }
 
-#define DK_INSTANTIATE(T)                                                                       \
-  template void Encoder::mix<T>(const Tensor&, const std::vector<Coefficients>&, bool,          \
-                                const MixtureSink<T>&);                                         \
-  template void Encoder::unmix<T>(Tensor&, const std::vector<Coefficients>&,                    \
-                                  const OutputFetch<T>&, const RowEpilogue&) const;             \
-  template void Encoder::encode<T>(const Tensor&, std::vector<Mixing>&, const MixtureSink<T>&); \
-  template BlindedT<T> Encoder::encode<T>(const Tensor&, std::vector<Mixing>&);                 \
-  template void Encoder::decode<T>(const std::vector<Mixing>&, Tensor&, const OutputFetch<T>&,  \
-                                   const RowEpilogue&) const;                                   \
-  template void Encoder::decode<T>(const TensorT<T>&, const std::vector<Mixing>&, Tensor&,      \
+#define DK_INSTANTIATE(T)                                                                 \
+  template void Encoder::mix<T>(const Tensor&, const CoefficientList&, bool,              \
+                                const MixtureSink<T>&);                                   \
+  template void Encoder::unmix<T>(Tensor&, const CoefficientList&, const OutputFetch<T>&, \
+                                  const RowEpilogue&) const;                              \
+  template void Encoder::encode<T>(const Tensor&, MixingList&, const MixtureSink<T>&);    \
+  template BlindedT<T> Encoder::encode<T>(const Tensor&, MixingList&);                    \
+  template void Encoder::decode<T>(const MixingList&, Tensor&, const OutputFetch<T>&,     \
+                                   const RowEpilogue&) const;                             \
+  template void Encoder::decode<T>(const TensorT<T>&, const MixingList&, Tensor&,         \
                                    const RowEpilogue&) const;
 DK_INSTANTIATE(float)
 DK_INSTANTIATE(double)

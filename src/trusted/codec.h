@@ -41,14 +41,16 @@ struct CodecOptions {
   void validate() const;
 };
 
-/// A secret coefficient matrix, row-major, wiped when destroyed.
+/// A secret coefficient matrix, row-major, wiped when destroyed. Neither copyable nor
+/// movable (no copy of a secret is left behind): lists hold it by unique_ptr.
 class Coefficients {
  public:
-  Coefficients() = default;
   Coefficients(int rows, int cols)
       : rows_(rows), cols_(cols), m_(static_cast<size_t>(rows * cols), 0.0) {}
-  Coefficients(Coefficients&&) noexcept = default;
-  Coefficients& operator=(Coefficients&&) noexcept = default;
+  Coefficients(const Coefficients&) = delete;
+  Coefficients& operator=(const Coefficients&) = delete;
+  Coefficients(Coefficients&&) = delete;
+  Coefficients& operator=(Coefficients&&) = delete;
   ~Coefficients();
   int rows() const { return rows_; }
   int cols() const { return cols_; }
@@ -60,8 +62,10 @@ class Coefficients {
   int rows_ = 0, cols_ = 0;
   std::vector<double> m_;
 };
+using CoefficientList = std::vector<std::unique_ptr<Coefficients>>;
 
-/// The secret coefficients of one virtual batch at one layer. Wiped when destroyed.
+/// The secret coefficients of one virtual batch at one layer. Wiped when destroyed; neither
+/// copyable nor movable.
 /// A is (k+1+extra) x (k+1): one row per mixture, one column per input and the noise. With
 /// extra = 1 the (k+2)-th mixture is redundant (the paper's integrity check, section 3.3):
 /// the outputs then satisfy sum_j c_j ybar_j = 0 for the null vector c of A^T.
@@ -69,14 +73,15 @@ class Mixing {
  public:
   /// A = scale * Q[:, 0..k], Q a Haar-distributed orthogonal (k+1+extra)-square matrix (QR of
   /// a Gaussian matrix with the signs of R's diagonal moved into Q), so cond(A) = 1.
-  static Mixing draw(int k, double scale, Csprng& rng, int extra = 0);
+  static std::unique_ptr<Mixing> draw(int k, double scale, Csprng& rng, int extra = 0);
   /// For tests: a given (k+1+extra) x (k+1) row-major matrix. Throws Error when it is
   /// rank-deficient.
-  static Mixing from_matrix(int k, std::vector<double> a, int extra = 0);
+  static std::unique_ptr<Mixing> from_matrix(int k, std::vector<double> a, int extra = 0);
 
-  Mixing() = default;
-  Mixing(Mixing&&) noexcept = default;
-  Mixing& operator=(Mixing&&) noexcept = default;
+  Mixing(const Mixing&) = delete;
+  Mixing& operator=(const Mixing&) = delete;
+  Mixing(Mixing&&) = delete;
+  Mixing& operator=(Mixing&&) = delete;
   ~Mixing();
 
   int k() const { return k_; }
@@ -92,9 +97,9 @@ class Mixing {
   double null(int r, int j) const { return null_[static_cast<size_t>(r * mixtures() + j)]; }
   double condition_number() const { return cond_; }
   /// A, the mixing of the k inputs and the noise (the last column).
-  Coefficients mixing() const;
+  std::unique_ptr<Coefficients> mixing() const;
   /// The first k rows of A's pseudo-inverse: each output's W x_i from the outputs.
-  Coefficients unmixing() const;
+  std::unique_ptr<Coefficients> unmixing() const;
 
  private:
   Mixing(int k, int extra, std::vector<double> a);
@@ -102,6 +107,8 @@ class Mixing {
   double cond_ = 0;
   std::vector<double> a_, inv_, null_;
 };
+/// The secrets of a call's virtual batches, in order.
+using MixingList = std::vector<std::unique_ptr<Mixing>>;
 
 /// Sizes of the virtual batches of a chunk of `items` inputs: K each, the last one smaller
 /// when K does not divide `items` (it is then mixed with a smaller, fresh matrix).
@@ -142,19 +149,19 @@ class Encoder {
   /// fresh coefficients (appended to `secrets`) and noise for each, and hands the
   /// sum(k_v + 1) mixtures to `sink` piece by piece, virtual batch after virtual batch.
   template <typename T>
-  void encode(const Tensor& src, std::vector<Mixing>& secrets, const MixtureSink<T>& sink);
+  void encode(const Tensor& src, MixingList& secrets, const MixtureSink<T>& sink);
   /// The same, collecting every mixture into one tensor [sum(k_v + 1), ...].
   template <typename T>
-  BlindedT<T> encode(const Tensor& src, std::vector<Mixing>& secrets);
+  BlindedT<T> encode(const Tensor& src, MixingList& secrets);
 
   /// Decodes the outputs of the mixtures into `dst` ([m, ...] f32, items of `numel`
   /// elements), fetching them piece by piece and applying `epilogue` to each row.
   template <typename T>
-  void decode(const std::vector<Mixing>& secrets, Tensor& dst, const OutputFetch<T>& fetch,
+  void decode(const MixingList& secrets, Tensor& dst, const OutputFetch<T>& fetch,
               const RowEpilogue& epilogue = {}) const;
   /// The same from one tensor holding every output [sum(k_v + 1), ...].
   template <typename T>
-  void decode(const TensorT<T>& mixed, const std::vector<Mixing>& secrets, Tensor& dst,
+  void decode(const TensorT<T>& mixed, const MixingList& secrets, Tensor& dst,
               const RowEpilogue& epilogue = {}) const;
 
  protected:
@@ -162,12 +169,11 @@ class Encoder {
   /// its inputs (c[v].cols() of them, or c[v].cols() - 1 and a fresh noise vector as the
   /// last input when `noise`), streamed to `sink`.
   template <typename T>
-  void mix(const Tensor& src, const std::vector<Coefficients>& c, bool noise,
-           const MixtureSink<T>& sink);
+  void mix(const Tensor& src, const CoefficientList& c, bool noise, const MixtureSink<T>& sink);
   /// For each virtual batch v, d[v].rows() items of dst: item i = sum_j d[v](i, j) y_j over
   /// its d[v].cols() fetched outputs; `epilogue` applied to each.
   template <typename T>
-  void unmix(Tensor& dst, const std::vector<Coefficients>& d, const OutputFetch<T>& fetch,
+  void unmix(Tensor& dst, const CoefficientList& d, const OutputFetch<T>& fetch,
              const RowEpilogue& epilogue) const;
 
   CodecOptions opts_;

@@ -75,9 +75,9 @@ void DarKnightEngine::load(nn::Graph& g) {
     digests_.resize(g.weights().size());
     for (const nn::Node& n : g.nodes())
       if (n.is_linear())
-        digests_[static_cast<size_t>(n.weights)] =
-            WeightDigest(g.weights()[static_cast<size_t>(n.weights)],
-                         n.op == nn::Op::conv ? n.conv.groups : 1, integrity_, *check_rng_);
+        digests_[static_cast<size_t>(n.weights)] = std::make_unique<WeightDigest>(
+            g.weights()[static_cast<size_t>(n.weights)], n.op == nn::Op::conv ? n.conv.groups : 1,
+            integrity_, *check_rng_);
   }
   weights_.clear();
   for (Tensor& w : g.weights()) {
@@ -161,6 +161,7 @@ OutputFetch<T> DarKnightEngine::downloader(const accel::Buffer& src, int64_t ite
 
 const accel::Buffer& DarKnightEngine::apply(const nn::Node& node, const accel::Buffer& in) {
   const accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
+  be_.set_layer(node.weights);
   if (node.op == nn::Op::conv) {
     accel::Buffer& out = buffers_.get(1, node.conv.dst_shape(in.shape()));
     be_.conv2d_forward(node.conv, in, w, out);
@@ -178,7 +179,7 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
   const int64_t mixtures = mixture_count(split_virtual_batches(m, o.k), o.redundancy);
   accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
-  std::vector<Mixing> secrets;
+  MixingList secrets;
   std::optional<ForwardCheck> check;
   if (integrity_ != IntegrityMode::none)
     check.emplace(integrity_, Geometry::of(node, item_of(src.shape())), digest(node.weights),
@@ -277,7 +278,7 @@ void DarKnightEngine::ensure_train_digests() {
   if (!train_digests_.empty()) return;
   for (size_t i = 0; i < weights_.size(); ++i) {
     const Tensor w = be_.read_weights(*weights_[i]);
-    DK_CHECK(digests_[i].matches(w),
+    DK_CHECK(digests_[i]->matches(w),
              "integrity: the weights on the accelerator differ from the "
              "ones loaded");
     train_digests_.push_back(
@@ -317,11 +318,11 @@ Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunSt
   std::optional<ForwardCheck> check;
   if (integrity_ == IntegrityMode::freivalds) {
     ensure_train_digests();
-    static const std::vector<Mixing> no_mixings;  // the freivalds check needs none
-    const TrainDigest& td = train_digests_[static_cast<size_t>(node.weights)];
+    static const MixingList no_mixings;  // the freivalds check needs none
+    const TrainDigest& td = *train_digests_[static_cast<size_t>(node.weights)];
     const Geometry geo = Geometry::of(node, item_of(src.shape()));
     const DType p = encoder_.options().precision;
-    check.emplace(integrity_, geo, td.fwd, no_mixings, mixtures, p);
+    check.emplace(integrity_, geo, *td.fwd, no_mixings, mixtures, p);
     kept.grad_check = std::make_unique<WeightGradCheck>(geo, td, mixtures, p);
   }
   // The layer's input mixtures stay on the accelerator for the weight gradient.
@@ -386,6 +387,7 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   const int64_t s_in = kept.in_shape.item_numel(), mixtures = kept.in_shape[0];
   accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
   const accel::Buffer& in = train_inputs_.get(node.weights, kept.in_shape);
+  be_.set_layer(node.weights);
   OpTimes& t = stats.backward_times;
   double up = 0, down = 0;
 
@@ -396,7 +398,7 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   std::optional<BackwardDataCheck> dcheck;
   if (checked && input_grad)
     dcheck.emplace(Geometry::of(node, item_of(kept.in_shape)),
-                   train_digests_[static_cast<size_t>(node.weights)], mixtures,
+                   *train_digests_[static_cast<size_t>(node.weights)], mixtures,
                    encoder_.options().precision);
   MixtureSink<T> sink = uploader<T>(dd, s_out, up, stats);
   if (checked)
@@ -474,7 +476,7 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
       const double t1b = now();
       t.accelerator += t1b - t0;
       const bool ok = kept.grad_check->check(host.template cast<double>(),
-                                             train_digests_[static_cast<size_t>(node.weights)]);
+                                             *train_digests_[static_cast<size_t>(node.weights)]);
       t.decode += now() - t1b;
       account(node, ok, [&](const Tensor64& e) { return kept.grad_check->above_tolerance(e); });
       if (ok) break;
@@ -490,7 +492,8 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   // trusted side sums gamma_j Eq_j, piece by piece, into the pending gradient.
   const int64_t wn = ws.numel();
   int64_t first = 0;
-  for (const TrainingMixing& tm : kept.secrets) {
+  for (const auto& tmp : kept.secrets) {
+    const TrainingMixing& tm = *tmp;
     const int n = tm.k() + 1;
     t0 = now();
     auto xv = be_.view(const_cast<accel::Buffer&>(in), kept.in_shape.with_batch(n), first * s_in);
@@ -548,7 +551,7 @@ void DarKnightEngine::step(const SgdParams& p) {
   for (size_t i = 0; i < weights_.size(); ++i) {
     const Tensor w = be_.read_weights(*weights_[i]);
     const Tensor v = be_.read_momentum(*weights_[i]);
-    DK_CHECK(train_digests_[i].verify_step(w, v, p),
+    DK_CHECK(train_digests_[i]->verify_step(w, v, p),
              "integrity: the weights of linear layer {} after the SGD step differ from what the "
              "verified gradient gives; stopping. Resume from the last checkpoint (--resume) with "
              "a healthy accelerator",

@@ -95,12 +95,12 @@ class DarKnightEngine final : public TrainEngine {
   void ensure_train_digests();
   /// The digest of weights `index` as they are now (after training steps, the latest).
   const WeightDigest& digest(int index) const {
-    return train_digests_.empty() ? digests_[static_cast<size_t>(index)]
-                                  : train_digests_[static_cast<size_t>(index)].fwd;
+    return train_digests_.empty() ? *digests_[static_cast<size_t>(index)]
+                                  : *train_digests_[static_cast<size_t>(index)]->fwd;
   }
   /// What a layer's last forward_train() kept for its backward pass.
   struct Kept {
-    std::vector<TrainingMixing> secrets;
+    TrainingMixingList secrets;
     Shape in_shape;                               ///< of the mixtures on the accelerator
     std::unique_ptr<WeightGradCheck> grad_check;  ///< with freivalds
   };
@@ -118,8 +118,8 @@ class DarKnightEngine final : public TrainEngine {
   IntegrityMode integrity_ = IntegrityMode::none;
   Csprng* check_rng_ = nullptr;
   accel::FaultInjector* ledger_ = nullptr;
-  std::vector<WeightDigest> digests_;  // per weights index
-  std::vector<TrainDigest> train_digests_;
+  std::vector<std::unique_ptr<WeightDigest>> digests_;  // per weights index
+  std::vector<std::unique_ptr<TrainDigest>> train_digests_;
   std::vector<int64_t> groups_;  // per weights index
   IntegrityCounters counters_;
 };

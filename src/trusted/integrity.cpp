@@ -119,7 +119,7 @@ bool WeightDigest::matches(const Tensor& w) const {
 }
 
 ForwardCheck::ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
-                           const std::vector<Mixing>& secrets, int64_t mixtures, DType precision)
+                           const MixingList& secrets, int64_t mixtures, DType precision)
     : mode_(mode),
       g_(g),
       th_(g.taps(true, true)),
@@ -189,7 +189,7 @@ int ForwardCheck::virtual_batch_of(int64_t first) const {
   int64_t start = 0;
   for (size_t v = 0; v < secrets_.size(); ++v) {
     if (start == first) return static_cast<int>(v);
-    start += secrets_[v].mixtures();
+    start += secrets_[v]->mixtures();
   }
   throw Error(fmt::format("integrity: no virtual batch starts at mixture {}", first));
 }
@@ -218,7 +218,7 @@ void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) 
     }
     return;
   }
-  const Mixing& mx = secrets_[static_cast<size_t>(virtual_batch_of(first))];
+  const Mixing& mx = *secrets_[static_cast<size_t>(virtual_batch_of(first))];
   DK_CHECK(n == mx.mixtures() && mx.extra() == 1, "integrity: {} outputs for a virtual batch of {}",
            n, mx.mixtures());
   double f = 0;
@@ -273,7 +273,8 @@ bool ForwardCheck::above_tolerance(const Tensor64& e) const {
     return false;
   }
   int64_t first = 0;
-  for (const Mixing& mx : secrets_) {
+  for (const auto& mp : secrets_) {
+    const Mixing& mx = *mp;
     double f = 0;
     for (int r = 0; r < mx.mixtures(); ++r) f += std::abs(mx.null(0, r)) * max_in_[first + r];
     for (int64_t i = 0; i < item; ++i) {
@@ -289,7 +290,8 @@ bool ForwardCheck::above_tolerance(const Tensor64& e) const {
 bool ForwardCheck::corrupts(const Tensor64& e) const {
   const int64_t p = g_.oh * g_.ow, item = g_.o * p;
   int64_t first = 0;
-  for (const Mixing& mx : secrets_) {
+  for (const auto& mp : secrets_) {
+    const Mixing& mx = *mp;
     for (int i = 0; i < mx.k(); ++i) {
       double f = 0;
       for (int j = 0; j < mx.mixtures(); ++j) f += std::abs(mx.inv(i, j)) * max_in_[first + j];
@@ -304,9 +306,16 @@ bool ForwardCheck::corrupts(const Tensor64& e) const {
   return false;
 }
 
-TrainDigest TrainDigest::make(const Tensor& w, const Tensor& v, int64_t groups, Csprng& rng) {
-  TrainDigest d;
-  d.fwd = WeightDigest(w, groups, IntegrityMode::freivalds, rng);
+TrainDigest::~TrainDigest() {
+  for (auto* v : {&t, &wt, &wt2, &sv, &sg})
+    if (!v->empty()) sodium_memzero(v->data(), v->size() * sizeof(double));
+}
+
+std::unique_ptr<TrainDigest> TrainDigest::make(const Tensor& w, const Tensor& v, int64_t groups,
+                                               Csprng& rng) {
+  auto made = std::make_unique<TrainDigest>();
+  TrainDigest& d = *made;
+  d.fwd = std::make_unique<WeightDigest>(w, groups, IntegrityMode::freivalds, rng);
   const int64_t o = w.shape()[0], per = w.numel() / o, og = o / groups;
   const int64_t kk = w.shape().rank() == 4 ? w.shape()[2] * w.shape()[3] : 1, cg = per / kk;
   const int64_t c = cg * groups, cols = per * groups;
@@ -321,7 +330,7 @@ TrainDigest TrainDigest::make(const Tensor& w, const Tensor& v, int64_t groups, 
     for (int64_t r = 0; r < o; ++r) {
       const int64_t grp = r / og;
       const double* t = d.t.data() + pr * c + grp * cg;
-      const double s = d.fwd.s()[static_cast<size_t>(pr * o + r)];
+      const double s = d.fwd->s()[static_cast<size_t>(pr * o + r)];
       for (int64_t ci = 0; ci < cg; ++ci)
         for (int64_t k = 0; k < kk; ++k) {
           const double x = w[(r * cg + ci) * kk + k];
@@ -331,12 +340,13 @@ TrainDigest TrainDigest::make(const Tensor& w, const Tensor& v, int64_t groups, 
             d.sv[pr * cols + grp * per + ci * kk + k] += s * v[(r * cg + ci) * kk + k];
         }
     }
-  return d;
+  return made;
 }
 
 bool TrainDigest::verify_step(const Tensor& w, const Tensor& v, const SgdParams& p) const {
   const int64_t o = w.shape()[0], per = w.numel() / o;
-  const int64_t groups = static_cast<int64_t>(fwd.u().size()) / kProjections / per, og = o / groups;
+  const int64_t groups = static_cast<int64_t>(fwd->u().size()) / kProjections / per,
+                og = o / groups;
   const int64_t cols = per * groups;
   const bool momentum = p.momentum != 0;
   if (momentum && v.empty()) return false;
@@ -346,16 +356,16 @@ bool TrainDigest::verify_step(const Tensor& w, const Tensor& v, const SgdParams&
       const int64_t grp = col / per, e = col % per;
       const size_t at = static_cast<size_t>(pr * cols + col);
       // The step, mirrored on the projections (protocol/sgd.h).
-      const double g = sg[at] + p.weight_decay * fwd.u()[at];
+      const double g = sg[at] + p.weight_decay * fwd->u()[at];
       double vn = g, step = g;
       if (momentum) {
         vn = first ? g : p.momentum * sv[at] + (1.0 - p.dampening) * g;
         step = p.nesterov ? g + p.momentum * vn : vn;
       }
-      const double expect_w = fwd.u()[at] - p.lr * step;
+      const double expect_w = fwd->u()[at] - p.lr * step;
       double got_w = 0, w2 = 0, wabs = 0, got_v = 0, v2 = 0, vabs = 0;
       for (int64_t r = grp * og; r < (grp + 1) * og; ++r) {
-        const double s = fwd.s()[static_cast<size_t>(pr * o + r)];
+        const double s = fwd->s()[static_cast<size_t>(pr * o + r)];
         const double wi = w[r * per + e];
         got_w += s * wi, w2 += s * s * wi * wi, wabs += std::abs(s * wi);
         if (momentum) {
@@ -545,7 +555,7 @@ bool WeightGradCheck::check(const Tensor64& grad, TrainDigest& d) {
   if (!ok) return false;
   for (int pr = 0; pr < kProjections; ++pr)
     for (int64_t o = 0; o < g_.o; ++o) {
-      const double s = d.fwd.s()[static_cast<size_t>(pr * g_.o + o)];
+      const double s = d.fwd->s()[static_cast<size_t>(pr * g_.o + o)];
       double* sg = d.sg.data() + pr * cols + o / og * per;
       for (int64_t e = 0; e < per; ++e) sg[e] += s * grad[o * per + e];
     }

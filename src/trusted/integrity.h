@@ -89,14 +89,16 @@ struct Geometry {
 };
 
 /// What the trusted side keeps of a linear layer's weights to check results and to verify
-/// weights read back: derived while the weights pass through at load time. Secret.
+/// weights read back: derived while the weights pass through at load time. Secret: wiped
+/// when destroyed, neither copyable nor movable.
 class WeightDigest {
  public:
-  WeightDigest() = default;
   /// `w` as [O, I/groups, KH, KW] or [O, I]; draws s from `rng` (freivalds).
   WeightDigest(const Tensor& w, int64_t groups, IntegrityMode mode, Csprng& rng);
-  WeightDigest(WeightDigest&&) noexcept = default;
-  WeightDigest& operator=(WeightDigest&&) noexcept = default;
+  WeightDigest(const WeightDigest&) = delete;
+  WeightDigest& operator=(const WeightDigest&) = delete;
+  WeightDigest(WeightDigest&&) = delete;
+  WeightDigest& operator=(WeightDigest&&) = delete;
   ~WeightDigest();
 
   /// The projections s ([kProjections, O]); s^T W as [kProjections, C, KH, KW] kernels
@@ -122,7 +124,7 @@ class ForwardCheck {
   /// `secrets` (filled by the encoder before the first on_output) gives the virtual
   /// batches; `precision` the accelerator's element type.
   ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
-               const std::vector<Mixing>& secrets, int64_t mixtures, DType precision);
+               const MixingList& secrets, int64_t mixtures, DType precision);
 
   template <typename T>
   void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
@@ -145,7 +147,7 @@ class ForwardCheck {
   Geometry g_;
   Geometry::Taps th_, tw_;
   const WeightDigest& d_;
-  const std::vector<Mixing>& secrets_;
+  const MixingList& secrets_;
   int64_t mixtures_;
   double bound_;  ///< lambda sqrt(n) u
   bool ok_ = true;
@@ -159,9 +161,17 @@ class ForwardCheck {
 
 /// In training (freivalds, folded gradient decode): what the trusted side keeps of a
 /// linear layer's weights, renewed after every step from the weights and momentum read
-/// back, once they are verified against the projections tracked through the step.
+/// back, once they are verified against the projections tracked through the step. Secret:
+/// wiped when destroyed, neither copyable nor movable.
 struct TrainDigest {
-  WeightDigest fwd;  ///< s, s^T W (also the tracked projection of W), weighted norms
+  TrainDigest() = default;
+  TrainDigest(const TrainDigest&) = delete;
+  TrainDigest& operator=(const TrainDigest&) = delete;
+  TrainDigest(TrainDigest&&) = delete;
+  TrainDigest& operator=(TrainDigest&&) = delete;
+  ~TrainDigest();
+
+  std::unique_ptr<WeightDigest> fwd;  ///< s, s^T W (also the tracked projection of W), norms
   /// Projections over the input channels: t [kProjections, C], W t as
   /// [kProjections, O, KH, KW], and sum_{c in group} t_c^2 ||W_{:,c}||^2 [kProjections, groups].
   std::vector<double> t, wt, wt2;
@@ -170,7 +180,8 @@ struct TrainDigest {
   bool first = true;       ///< no momentum yet
   /// From the weights `w` ([O, I/groups, KH, KW] or [O, I]) and momentum `v` (empty before
   /// the first step); draws s and t from `rng`.
-  static TrainDigest make(const Tensor& w, const Tensor& v, int64_t groups, Csprng& rng);
+  static std::unique_ptr<TrainDigest> make(const Tensor& w, const Tensor& v, int64_t groups,
+                                           Csprng& rng);
   /// Whether `w` and `v`, read back after one SGD step with `p`, are what the tracked
   /// projections predict: s^T W' = s^T W - lr s^T step, with the step mirrored from the
   /// verified gradient, momentum and weight decay (trusted/sgd.h). Tolerance: one f32

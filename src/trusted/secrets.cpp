@@ -58,8 +58,8 @@ PooledSource::Item PooledSource::pop(const Request& want) {
   return std::move(item);
 }
 
-Mixing PooledSource::next_mixing(int k) {
-  return std::get<Mixing>(pop({k, 0, DType::f32}));
+std::unique_ptr<Mixing> PooledSource::next_mixing(int k) {
+  return std::get<std::unique_ptr<Mixing>>(pop({k, 0, DType::f32}));
 }
 
 void PooledSource::next_noise(Tensor& out) {

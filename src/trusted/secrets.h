@@ -19,7 +19,7 @@ class SecretSource {
  public:
   virtual ~SecretSource() = default;
   /// Coefficients for the next virtual batch of k inputs.
-  virtual Mixing next_mixing(int k) = 0;
+  virtual std::unique_ptr<Mixing> next_mixing(int k) = 0;
   /// The next out.numel() noise values (wiped when out is freed).
   virtual void next_noise(Tensor& out) = 0;
   virtual void next_noise(Tensor64& out) = 0;
@@ -31,7 +31,9 @@ class DirectSource final : public SecretSource {
   /// `extra`: redundant mixtures per virtual batch (CodecOptions::redundancy).
   DirectSource(Csprng& rng, NoiseSpec noise, double mixing_scale, int extra = 0)
       : rng_(rng), noise_(noise), scale_(mixing_scale), extra_(extra) {}
-  Mixing next_mixing(int k) override { return Mixing::draw(k, scale_, rng_, extra_); }
+  std::unique_ptr<Mixing> next_mixing(int k) override {
+    return Mixing::draw(k, scale_, rng_, extra_);
+  }
   void next_noise(Tensor& out) override;
   void next_noise(Tensor64& out) override;
 
@@ -51,7 +53,7 @@ class PooledSource final : public SecretSource {
   /// Announces the draws that will follow, in order.
   void announce_mixing(int k);
   void announce_noise(int64_t n, DType dtype);
-  Mixing next_mixing(int k) override;
+  std::unique_ptr<Mixing> next_mixing(int k) override;
   void next_noise(Tensor& out) override;
   void next_noise(Tensor64& out) override;
   int64_t capacity() const { return capacity_; }
@@ -64,7 +66,7 @@ class PooledSource final : public SecretSource {
     DType dtype = DType::f32;
     int64_t bytes() const { return n * static_cast<int64_t>(dtype_size(dtype)); }
   };
-  using Item = std::variant<Mixing, Tensor, Tensor64>;
+  using Item = std::variant<std::unique_ptr<Mixing>, Tensor, Tensor64>;
   void announce(Request r);
   Item pop(const Request& expected);
   void run();

@@ -1,54 +1,61 @@
 #include "trusted/training_codec.h"
 
+#include <sodium.h>
+
 #include <Eigen/Dense>
 
 namespace darknight::trusted {
 
-TrainingMixing TrainingMixing::draw(int k, double scale, Csprng& rng) {
+std::unique_ptr<TrainingMixing> TrainingMixing::draw(int k, double scale, Csprng& rng) {
+  return std::unique_ptr<TrainingMixing>(new TrainingMixing(k, scale, rng));
+}
+
+TrainingMixing::TrainingMixing(int k, double scale, Csprng& rng)
+    : b_(Mixing::draw(k, scale, rng)), a_(k + 1, k), pinv_(k, k + 1) {
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  TrainingMixing t;
-  t.b_ = Mixing::draw(k, scale, rng);
   const int n = k + 1;
-  t.gamma_.resize(static_cast<size_t>(n));
+  gamma_.resize(static_cast<size_t>(n));
   for (int j = 0; j < n; ++j) {
     const uint64_t r = rng.next_u64();
     const double u = 0.5 + static_cast<double>(r >> 11) * 0x1p-53;  // [0.5, 1.5)
-    t.gamma_[static_cast<size_t>(j)] = (r & 1) ? -u : u;
+    gamma_[static_cast<size_t>(j)] = (r & 1) ? -u : u;
   }
   // A = Gamma^-1 B^-T [I_k; 0]: A[j][i] = (B^-1)[i][j] / gamma_j.
-  t.a_ = Coefficients(n, k);
   for (int j = 0; j < n; ++j)
-    for (int i = 0; i < k; ++i) t.a_(j, i) = t.b_.inv(i, j) / t.gamma_[static_cast<size_t>(j)];
+    for (int i = 0; i < k; ++i) a_(j, i) = b_->inv(i, j) / gamma_[static_cast<size_t>(j)];
   // Left inverse (A^T A)^-1 A^T.
   Mat a(n, k);
   for (int j = 0; j < n; ++j)
-    for (int i = 0; i < k; ++i) a(j, i) = t.a_(j, i);
-  const Mat pinv = (a.transpose() * a).ldlt().solve(a.transpose());
-  t.pinv_ = Coefficients(k, n);
+    for (int i = 0; i < k; ++i) a(j, i) = a_(j, i);
+  Mat pinv = (a.transpose() * a).ldlt().solve(a.transpose());
   for (int i = 0; i < k; ++i)
-    for (int j = 0; j < n; ++j) t.pinv_(i, j) = pinv(i, j);
+    for (int j = 0; j < n; ++j) pinv_(i, j) = pinv(i, j);
   a.setZero();
-  return t;
+  pinv.setZero();
 }
 
-Coefficients TrainingMixing::delta_mixing(bool folded) const {
-  Coefficients c(k() + 1, k());
+TrainingMixing::~TrainingMixing() {
+  if (!gamma_.empty()) sodium_memzero(gamma_.data(), gamma_.size() * sizeof(double));
+}
+
+std::unique_ptr<Coefficients> TrainingMixing::delta_mixing(bool folded) const {
+  auto c = std::make_unique<Coefficients>(k() + 1, k());
   for (int j = 0; j <= k(); ++j)
-    for (int i = 0; i < k(); ++i) c(j, i) = (folded ? gamma(j) : 1.0) * a(j, i);
+    for (int i = 0; i < k(); ++i) (*c)(j, i) = (folded ? gamma(j) : 1.0) * a(j, i);
   return c;
 }
 
-Coefficients TrainingMixing::delta_unmixing(bool folded) const {
+std::unique_ptr<Coefficients> TrainingMixing::delta_unmixing(bool folded) const {
   // (Gamma A)^+ = A^+ Gamma^-1.
-  Coefficients c(k(), k() + 1);
+  auto c = std::make_unique<Coefficients>(k(), k() + 1);
   for (int i = 0; i < k(); ++i)
-    for (int j = 0; j <= k(); ++j) c(i, j) = pinv_(i, j) / (folded ? gamma(j) : 1.0);
+    for (int j = 0; j <= k(); ++j) (*c)(i, j) = pinv_(i, j) / (folded ? gamma(j) : 1.0);
   return c;
 }
 
 double TrainingMixing::identity(int i, int c) const {
   double s = 0;
-  for (int j = 0; j <= k(); ++j) s += a(j, i) * gamma(j) * b_.a(j, c);
+  for (int j = 0; j <= k(); ++j) s += a(j, i) * gamma(j) * b_->a(j, c);
   return s;
 }
 
@@ -56,52 +63,50 @@ TrainingEncoder::TrainingEncoder(const CodecOptions& opts, Csprng& rng)
     : Encoder(opts, rng), rng_(rng) {}
 
 template <typename T>
-void TrainingEncoder::encode_inputs(const Tensor& src, std::vector<TrainingMixing>& secrets,
+void TrainingEncoder::encode_inputs(const Tensor& src, TrainingMixingList& secrets,
                                     const MixtureSink<T>& sink) {
-  std::vector<Coefficients> c;
+  CoefficientList c;
   for (int kv : split_virtual_batches(src.shape()[0], opts_.k)) {
     secrets.push_back(TrainingMixing::draw(kv, opts_.mixing_scale, rng_));
-    c.push_back(secrets.back().forward().mixing());
+    c.push_back(secrets.back()->forward().mixing());
   }
   mix<T>(src, c, true, sink);
 }
 
 template <typename T>
-void TrainingEncoder::decode_outputs(const std::vector<TrainingMixing>& secrets, Tensor& dst,
+void TrainingEncoder::decode_outputs(const TrainingMixingList& secrets, Tensor& dst,
                                      const OutputFetch<T>& fetch,
                                      const RowEpilogue& epilogue) const {
-  std::vector<Coefficients> d;
-  for (const TrainingMixing& t : secrets) d.push_back(t.forward().unmixing());
+  CoefficientList d;
+  for (const auto& t : secrets) d.push_back(t->forward().unmixing());
   unmix<T>(dst, d, fetch, epilogue);
 }
 
 template <typename T>
-void TrainingEncoder::encode_deltas(const Tensor& deltas,
-                                    const std::vector<TrainingMixing>& secrets, bool folded,
-                                    const MixtureSink<T>& sink) {
-  std::vector<Coefficients> c;
-  for (const TrainingMixing& t : secrets) c.push_back(t.delta_mixing(folded));
+void TrainingEncoder::encode_deltas(const Tensor& deltas, const TrainingMixingList& secrets,
+                                    bool folded, const MixtureSink<T>& sink) {
+  CoefficientList c;
+  for (const auto& t : secrets) c.push_back(t->delta_mixing(folded));
   mix<T>(deltas, c, false, sink);
 }
 
 template <typename T>
-void TrainingEncoder::decode_input_grads(const std::vector<TrainingMixing>& secrets, Tensor& dst,
+void TrainingEncoder::decode_input_grads(const TrainingMixingList& secrets, Tensor& dst,
                                          const OutputFetch<T>& fetch, bool folded) const {
-  std::vector<Coefficients> d;
-  for (const TrainingMixing& t : secrets) d.push_back(t.delta_unmixing(folded));
+  CoefficientList d;
+  for (const auto& t : secrets) d.push_back(t->delta_unmixing(folded));
   unmix<T>(dst, d, fetch, {});
 }
 
-#define DK_INSTANTIATE(T)                                                                       \
-  template void TrainingEncoder::encode_inputs<T>(const Tensor&, std::vector<TrainingMixing>&,  \
-                                                  const MixtureSink<T>&);                       \
-  template void TrainingEncoder::decode_outputs<T>(const std::vector<TrainingMixing>&, Tensor&, \
-                                                   const OutputFetch<T>&, const RowEpilogue&)   \
-      const;                                                                                    \
-  template void TrainingEncoder::encode_deltas<T>(                                              \
-      const Tensor&, const std::vector<TrainingMixing>&, bool, const MixtureSink<T>&);          \
-  template void TrainingEncoder::decode_input_grads<T>(                                         \
-      const std::vector<TrainingMixing>&, Tensor&, const OutputFetch<T>&, bool) const;
+#define DK_INSTANTIATE(T)                                                                         \
+  template void TrainingEncoder::encode_inputs<T>(const Tensor&, TrainingMixingList&,             \
+                                                  const MixtureSink<T>&);                         \
+  template void TrainingEncoder::decode_outputs<T>(                                               \
+      const TrainingMixingList&, Tensor&, const OutputFetch<T>&, const RowEpilogue&) const;       \
+  template void TrainingEncoder::encode_deltas<T>(const Tensor&, const TrainingMixingList&, bool, \
+                                                  const MixtureSink<T>&);                         \
+  template void TrainingEncoder::decode_input_grads<T>(const TrainingMixingList&, Tensor&,        \
+                                                       const OutputFetch<T>&, bool) const;
 DK_INSTANTIATE(float)
 DK_INSTANTIATE(double)
 

@@ -19,28 +19,36 @@
 
 namespace darknight::trusted {
 
-/// The secrets of one virtual batch at one layer in training. Wiped when destroyed.
+/// The secrets of one virtual batch at one layer in training. Wiped when destroyed; neither
+/// copyable nor movable.
 class TrainingMixing {
  public:
   /// B = scale * Q (Q random orthogonal), gamma_j = +-U(0.5, 1.5), A = Gamma^-1 B^-T [I; 0].
-  static TrainingMixing draw(int k, double scale, Csprng& rng);
+  static std::unique_ptr<TrainingMixing> draw(int k, double scale, Csprng& rng);
+  TrainingMixing(const TrainingMixing&) = delete;
+  TrainingMixing& operator=(const TrainingMixing&) = delete;
+  TrainingMixing(TrainingMixing&&) = delete;
+  TrainingMixing& operator=(TrainingMixing&&) = delete;
+  ~TrainingMixing();
 
-  int k() const { return b_.k(); }
-  const Mixing& forward() const { return b_; }
+  int k() const { return b_->k(); }
+  const Mixing& forward() const { return *b_; }
   double a(int j, int i) const { return a_(j, i); }
   double gamma(int j) const { return gamma_[static_cast<size_t>(j)]; }
   /// The deltas' mixing: A, or Gamma A when folded ((k+1) x k).
-  Coefficients delta_mixing(bool folded) const;
+  std::unique_ptr<Coefficients> delta_mixing(bool folded) const;
   /// The input gradients' decoding: A's left inverse, or (Gamma A)'s ((k) x (k+1)).
-  Coefficients delta_unmixing(bool folded) const;
+  std::unique_ptr<Coefficients> delta_unmixing(bool folded) const;
   /// (A^T Gamma B)[i][c], for checking the identity.
   double identity(int i, int c) const;
 
  private:
-  Mixing b_;
+  TrainingMixing(int k, double scale, Csprng& rng);
+  std::unique_ptr<Mixing> b_;
   Coefficients a_, pinv_;
   std::vector<double> gamma_;
 };
+using TrainingMixingList = std::vector<std::unique_ptr<TrainingMixing>>;
 
 /// Encodes and decodes the forward and backward passes of a layer in training.
 class TrainingEncoder : public Encoder {
@@ -49,19 +57,18 @@ class TrainingEncoder : public Encoder {
 
   /// Mixes the inputs with fresh secrets (appended to `secrets`) and noise.
   template <typename T>
-  void encode_inputs(const Tensor& src, std::vector<TrainingMixing>& secrets,
-                     const MixtureSink<T>& sink);
+  void encode_inputs(const Tensor& src, TrainingMixingList& secrets, const MixtureSink<T>& sink);
   /// Decodes the layer's outputs W x_i (with `epilogue`).
   template <typename T>
-  void decode_outputs(const std::vector<TrainingMixing>& secrets, Tensor& dst,
-                      const OutputFetch<T>& fetch, const RowEpilogue& epilogue = {}) const;
+  void decode_outputs(const TrainingMixingList& secrets, Tensor& dst, const OutputFetch<T>& fetch,
+                      const RowEpilogue& epilogue = {}) const;
   /// Mixes the deltas (no noise): K + 1 mixtures per virtual batch.
   template <typename T>
-  void encode_deltas(const Tensor& deltas, const std::vector<TrainingMixing>& secrets, bool folded,
+  void encode_deltas(const Tensor& deltas, const TrainingMixingList& secrets, bool folded,
                      const MixtureSink<T>& sink);
   /// Decodes W^T dbar_j into the input gradients W^T delta_i.
   template <typename T>
-  void decode_input_grads(const std::vector<TrainingMixing>& secrets, Tensor& dst,
+  void decode_input_grads(const TrainingMixingList& secrets, Tensor& dst,
                           const OutputFetch<T>& fetch, bool folded) const;
 
  private:

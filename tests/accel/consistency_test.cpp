@@ -16,6 +16,7 @@
 #include "accel/ref/ref_backend.h"
 #include "baselines/plain_io.h"
 #include "support/random.h"
+#include "support/worker.h"
 
 namespace darknight::accel {
 namespace {
@@ -166,7 +167,7 @@ class Conv : public ::testing::TestWithParam<Param> {};
 
 TEST_P(Conv, MatchesReferenceOnEveryShape) {
   const auto [backend, dtype, op] = GetParam();
-  auto be = make_backend(backend);
+  auto be = darknight::testing::make_test_backend(backend);
   RefBackend oracle_be;
   uint64_t seed = darknight::testing::kTestSeed;
   for (const ConvCase& c : kConvCases) {
@@ -196,7 +197,7 @@ class Dense : public ::testing::TestWithParam<Param> {};
 
 TEST_P(Dense, MatchesReferenceOnEveryShape) {
   const auto [backend, dtype, op] = GetParam();
-  auto be = make_backend(backend);
+  auto be = darknight::testing::make_test_backend(backend);
   RefBackend oracle_be;
   uint64_t seed = darknight::testing::kTestSeed + 1000;
   for (const DenseCase& c : kDenseCases) {
@@ -222,8 +223,15 @@ TEST_P(Dense, MatchesReferenceOnEveryShape) {
   }
 }
 
+// "remote": the CPU backend in a worker, through the wire protocol (accel/remote).
+std::vector<std::string> tested_backends() {
+  std::vector<std::string> names = backend_names();
+  names.push_back("remote");
+  return names;
+}
+
 const auto kAllParams = ::testing::Combine(
-    ::testing::ValuesIn(backend_names()), ::testing::Values(DType::f32, DType::f64),
+    ::testing::ValuesIn(tested_backends()), ::testing::Values(DType::f32, DType::f64),
     ::testing::Values(Op::forward, Op::backward_data, Op::backward_weights));
 INSTANTIATE_TEST_SUITE_P(AllBackends, Conv, kAllParams, param_name);
 INSTANTIATE_TEST_SUITE_P(AllBackends, Dense, kAllParams, param_name);

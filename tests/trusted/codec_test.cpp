@@ -77,7 +77,8 @@ TEST(Mixing, OrthogonalScaledWellConditionedAndInverse) {
   Csprng rng(1);
   for (int k : {1, 2, 4, 8, 16}) {
     for (double scale : {1.0, 0.25}) {
-      const Mixing a = Mixing::draw(k, scale, rng);
+      const auto drawn = Mixing::draw(k, scale, rng);
+      const Mixing& a = *drawn;
       const int n = k + 1;
       EXPECT_NEAR(a.condition_number(), 1.0, 1e-9);
       for (int i = 0; i < n; ++i)
@@ -95,7 +96,7 @@ TEST(Mixing, OrthogonalScaledWellConditionedAndInverse) {
 TEST(Mixing, FreshEveryDraw) {
   Csprng rng(1);
   std::set<double> first_entries;
-  for (int i = 0; i < 50; ++i) first_entries.insert(Mixing::draw(4, 1.0, rng).a(0, 0));
+  for (int i = 0; i < 50; ++i) first_entries.insert(Mixing::draw(4, 1.0, rng)->a(0, 0));
   EXPECT_EQ(first_entries.size(), 50u);
 }
 
@@ -131,7 +132,7 @@ double round_trip_error(const CodecOptions& opts, const Tensor& x) {
   const Tensor w = random_tensor(d.weight_shape(), 2, -0.3f, 0.3f);
   Csprng rng(5);
   Encoder enc(opts, rng);
-  std::vector<Mixing> secrets;
+  MixingList secrets;
   const BlindedT<T> mixtures = enc.encode<T>(x, secrets);
   const TensorT<T> ybar = accelerate(*be, d, w, mixtures);
   Tensor y(d.dst_shape(x.shape()));
@@ -175,12 +176,12 @@ TEST(Encoder, MixturesShapeSecretsAndNoPlaintext) {
   CodecOptions opts;
   Csprng rng(9);
   Encoder enc(opts, rng);
-  std::vector<Mixing> secrets;
+  MixingList secrets;
   const Blinded m1 = enc.encode<float>(x, secrets);
   EXPECT_EQ(m1.shape(), (Shape{9, 2, 4, 4}));
   ASSERT_EQ(secrets.size(), 2u);
-  EXPECT_EQ(secrets[0].k(), 4);
-  EXPECT_EQ(secrets[1].k(), 3);
+  EXPECT_EQ(secrets[0]->k(), 4);
+  EXPECT_EQ(secrets[1]->k(), 3);
   // No mixture is (close to) a scaled copy of an input: |correlation| stays small.
   const int64_t s = 32;
   for (int64_t j = 0; j < 9; ++j)
@@ -196,12 +197,12 @@ TEST(Encoder, MixturesShapeSecretsAndNoPlaintext) {
       EXPECT_LT(std::abs(corr), 0.8) << "mixture " << j << " input " << i;
     }
   // A second encoding of the same inputs uses fresh coefficients and noise.
-  std::vector<Mixing> secrets2;
+  MixingList secrets2;
   const Blinded m2 = enc.encode<float>(x, secrets2);
   int same = 0;
   for (int64_t e = 0; e < m1.numel(); ++e) same += m1.data()[e] == m2.data()[e];
   EXPECT_EQ(same, 0);
-  EXPECT_NE(secrets[0].a(0, 0), secrets2[0].a(0, 0));
+  EXPECT_NE(secrets[0]->a(0, 0), secrets2[0]->a(0, 0));
 }
 
 TEST(Encoder, DecodeAppliesEpilogueAndChecksShapes) {
@@ -211,7 +212,7 @@ TEST(Encoder, DecodeAppliesEpilogueAndChecksShapes) {
   opts.precision = DType::f64;
   Csprng rng(2);
   Encoder enc(opts, rng);
-  std::vector<Mixing> secrets;
+  MixingList secrets;
   const Blinded64 m = enc.encode<double>(x, secrets);
   Tensor64 same(m.shape(), m.span());  // identity "accelerator"
   Tensor y(Shape{4, 3});

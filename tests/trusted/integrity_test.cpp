@@ -77,7 +77,8 @@ double max_rel_diff(const Tensor& a, const Tensor& b) {
 TEST(Integrity, RedundantMixingHasANullVector) {
   Csprng rng(3);
   for (int k : {1, 3, 8}) {
-    const Mixing m = Mixing::draw(k, 0.5, rng, 1);
+    const auto drawn = Mixing::draw(k, 0.5, rng, 1);
+    const Mixing& m = *drawn;
     ASSERT_EQ(m.mixtures(), k + 2);
     for (int i = 0; i < m.n(); ++i) {
       double c = 0;
@@ -283,13 +284,14 @@ TEST(Integrity, StepVerificationCatchesAWrongUpdate) {
   const Tensor w0 = random_tensor(Shape{6, 4, 3, 3}, 40);
   const Tensor g = random_tensor(Shape{6, 4, 3, 3}, 41, -0.1f, 0.1f);
   Csprng rng(2);
-  TrainDigest d = TrainDigest::make(w0, Tensor(), 2, rng);
+  const auto made = TrainDigest::make(w0, Tensor(), 2, rng);
+  TrainDigest& d = *made;
   // What WeightGradCheck::check adds for a verified gradient.
   const int64_t per = w0.numel() / 6, og = 3;
   for (int pr = 0; pr < kProjections; ++pr)
     for (int64_t o = 0; o < 6; ++o)
       for (int64_t e = 0; e < per; ++e)
-        d.sg[pr * per * 2 + o / og * per + e] += d.fwd.s()[pr * 6 + o] * g[o * per + e];
+        d.sg[pr * per * 2 + o / og * per + e] += d.fwd->s()[pr * 6 + o] * g[o * per + e];
   const SgdParams p{.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-2};
   Tensor w = w0.clone(), v(w0.shape());
   const Tensor64 g64 = g.cast<double>();

@@ -26,12 +26,14 @@ TEST(TrainingMixing, IdentityHoldsToDoublePrecision) {
   Csprng rng(3);
   for (int k : {1, 2, 3, 4, 8, 16}) {
     for (int rep = 0; rep < 5; ++rep) {
-      const TrainingMixing t = TrainingMixing::draw(k, rep % 2 ? 1.0 : 0.3, rng);
+      const auto tp = TrainingMixing::draw(k, rep % 2 ? 1.0 : 0.3, rng);
+      const TrainingMixing& t = *tp;
       for (int i = 0; i < k; ++i)
         for (int c = 0; c <= k; ++c)
           ASSERT_NEAR(t.identity(i, c), i == c ? 1.0 : 0.0, 1e-12) << "k " << k;
       for (bool folded : {false, true}) {  // the decoding inverts the mixing of deltas
-        const Coefficients a = t.delta_mixing(folded), p = t.delta_unmixing(folded);
+        const auto ap = t.delta_mixing(folded), pp = t.delta_unmixing(folded);
+        const Coefficients &a = *ap, &p = *pp;
         for (int i = 0; i < k; ++i)
           for (int j = 0; j < k; ++j) {
             double s = 0;

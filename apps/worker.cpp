@@ -1,0 +1,68 @@
+#include "worker.h"
+
+#include <csignal>
+#include <cstdio>
+
+#include "accel/backend.h"
+#include "accel/remote/server.h"
+#include "common.h"
+
+namespace darknight::app {
+
+namespace {
+
+std::atomic<bool> stop_requested{false};
+
+void on_signal(int) {
+  stop_requested = true;
+}
+
+}  // namespace
+
+CLI::App* add_worker_command(CLI::App& app, WorkerOptions& o) {
+  auto* c = app.add_subcommand(
+      "worker",
+      "Serve an accelerator backend to trusted runtimes in other processes or hosts "
+      "(one session at a time; stop with Ctrl-C)");
+  c->add_option("--listen", o.listen, "tcp://HOST:PORT (port 0: any free port) or ipc://PATH")
+      ->capture_default_str();
+  c->add_option("--backend", o.backend, "Backend that runs the linear operations")
+      ->check(CLI::IsMember(accel::backend_names()))
+      ->capture_default_str();
+  c->add_option("--threads", o.threads, "Backend threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--capture", o.capture,
+                "Write every tensor received to DIR as .npy files with DIR/index.jsonl (the "
+                "accelerator's view, for audits)");
+  c->add_option("--max-memory", o.max_memory,
+                "Memory clients may allocate, e.g. 8GiB (0: half of this machine's)")
+      ->capture_default_str();
+  c->add_option("--inject-faults", o.inject_faults,
+                "KIND:RATE[:SEED]: corrupt that fraction of the linear operations' outputs "
+                "(bitflip, scale, wrong-weights, drop, adversarial), to measure integrity checks");
+  return c;
+}
+
+int run_worker(const WorkerOptions& o) {
+  accel::BackendOptions bo;
+  bo.threads = o.threads;
+  auto be = accel::make_backend(o.backend, bo);
+  accel::remote::ServerOptions so;
+  so.capture_dir = o.capture;
+  so.max_bytes = parse_bytes(o.max_memory);
+  so.faults = o.inject_faults;
+  accel::remote::Server server(*be, so);
+  const std::string endpoint = server.bind(o.listen);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::printf("worker: listening on %s (%s)%s\n", endpoint.c_str(), be->describe().c_str(),
+              o.capture.empty() ? "" : (", capturing to " + o.capture).c_str());
+  std::fflush(stdout);
+  server.serve(stop_requested);
+  std::printf("worker: stopped after %lld requests (%lld refused)\n",
+              static_cast<long long>(server.requests()), static_cast<long long>(server.errors()));
+  return 0;
+}
+
+}  // namespace darknight::app

@@ -1,0 +1,76 @@
+// The accelerator in another process or on another host: a Backend whose calls are
+// messages to `darknight worker` (docs/protocol.md). Calls that return nothing are sent
+// without waiting; wait() and the calls that return data collect the replies, in order,
+// and throw the first error a reply carries. A worker that sends no reply within the
+// timeout, or whose connection drops, makes the call throw Error; the backend is then
+// unusable (the worker's buffers and weights are gone with its session).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "accel/backend.h"
+
+namespace darknight::accel::remote {
+
+struct Message;
+
+struct RemoteOptions {
+  std::string endpoint;        ///< tcp://HOST:PORT or ipc://PATH
+  double timeout_s = 300;      ///< longest wait for one reply
+  int mixtures_per_batch = 0;  ///< K + 1 (+ 1 with the redundant mixture); for the capture
+};
+
+class RemoteBackend final : public Backend {
+ public:
+  /// Connects and greets the worker; throws Error when it does not answer.
+  explicit RemoteBackend(const RemoteOptions& opts);
+  ~RemoteBackend() override;
+  std::string name() const override { return "remote"; }
+  std::string describe() const override;
+  void wait() override;
+  void set_layer(int64_t layer) override { layer_ = layer; }
+
+  /// Sends a request and returns its reply (throws Error on an error reply). For tests.
+  Message call(Message req);
+  /// Frees a worker-side handle (called by the buffers' and weights' destructors).
+  void release(uint64_t id) noexcept;
+
+ protected:
+  BufferPtr do_alloc(const Shape& shape, DType dtype) override;
+  BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) override;
+  void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) override;
+  void do_download(const Buffer& src, size_t offset, size_t bytes, void* dst) override;
+  WeightsPtr do_create_weights(const Tensor& weights) override;
+  Tensor do_read_weights(const Weights& w) override;
+  void do_accumulate_grad(Weights& w, const Buffer& grad, double scale) override;
+  void do_accumulate_grad_host(Weights& w, const double* piece, int64_t offset,
+                               int64_t count) override;
+  void do_sgd_step(Weights& w, const SgdParams& p) override;
+  Tensor do_read_momentum(const Weights& w) override;
+  void do_write_momentum(Weights& w, const Tensor& momentum) override;
+  Tensor64 do_read_grad(const Weights& w) override;
+  void do_conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights& w,
+                         Buffer& dst) override;
+  void do_conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
+                               Buffer& diff_src) override;
+  void do_conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
+                                  Buffer& diff_weights, int64_t parts) override;
+  void do_dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w,
+                        Buffer& dst) override;
+  void do_dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
+                              Buffer& diff_src) override;
+  void do_dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
+                                 Buffer& diff_weights, int64_t parts) override;
+
+ private:
+  struct Impl;
+  void post(Message req);
+  /// Collects replies up to request `seq`; throws the first error among them.
+  Message collect(uint64_t seq);
+  void op(int type, std::vector<int64_t> ints);
+  std::unique_ptr<Impl> impl_;
+  int64_t layer_ = -1;
+};
+
+}  // namespace darknight::accel::remote

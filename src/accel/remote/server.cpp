@@ -1,0 +1,555 @@
+#include "accel/remote/server.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <new>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_map>
+
+#include "accel/faults.h"
+#include "accel/remote/wire.h"
+
+namespace darknight::accel::remote {
+
+namespace {
+
+/// An allocation and how many uploads have written to it (for the capture).
+struct Base {
+  std::unique_ptr<Buffer> buf;
+  uint64_t writes = 0;
+  int64_t bytes = 0;
+};
+
+/// A client's handle: an allocation or a view of part of one (which keeps it alive).
+struct Handle {
+  std::shared_ptr<Base> base;
+  std::unique_ptr<Buffer> view;  ///< null for the allocation itself
+  int64_t offset = 0;            ///< elements, into base
+  Buffer& buf() { return view ? *view : *base->buf; }
+};
+
+struct WeightsHandle {
+  WeightsPtr w;
+  int64_t layer = 0;  ///< creation order: 0 for the first
+  int64_t bytes = 0;
+};
+
+/// The capture directory: .npy files and index.jsonl (docs/protocol.md).
+class Capture {
+ public:
+  explicit Capture(const std::string& dir) : dir_(dir) {
+    std::filesystem::create_directories(dir_);
+    index_.open(dir_ / "index.jsonl", std::ios::app);
+    DK_CHECK(index_.good(), "capture: cannot write {}", (dir_ / "index.jsonl").string());
+  }
+
+  /// Writes one tensor; `group` > 0 labels its rows as mixtures of virtual batches.
+  void write(const std::string& type, int64_t layer, int group, const Shape& shape, DType dtype,
+             const void* data) {
+    const std::string name = fmt::format("{:06d}.npy", count_++);
+    std::ofstream f(dir_ / name, std::ios::binary);
+    std::string dims;
+    for (int64_t d : shape.dims()) dims += fmt::format("{}, ", d);
+    if (shape.rank() > 1) dims.resize(dims.size() - 2);
+    std::string header = fmt::format("{{'descr': '<{}', 'fortran_order': False, 'shape': ({}), }}",
+                                     dtype == DType::f32 ? "f4" : "f8", dims);
+    header.append(63 - (10 + header.size()) % 64, ' ');
+    header += '\n';
+    const uint16_t len = static_cast<uint16_t>(header.size());
+    f.write("\x93NUMPY\x01\x00", 8);
+    f.write(reinterpret_cast<const char*>(&len), 2);
+    f << header;
+    f.write(static_cast<const char*>(data),
+            static_cast<std::streamsize>(shape.numel() * static_cast<int64_t>(dtype_size(dtype))));
+    DK_CHECK(f.good(), "capture: cannot write {}", (dir_ / name).string());
+    nlohmann::json line = {
+        {"file", name},
+        {"type", type},
+        {"layer", layer},
+        {"shape", std::vector<int64_t>(shape.dims().begin(), shape.dims().end())},
+        {"dtype", dtype == DType::f32 ? "float32" : "float64"}};
+    if (group > 0) {
+      int64_t& next = batches_[{type, layer}];
+      line["virtual_batch"] = next;
+      line["mixture"] = 0;
+      line["mixtures"] = group;
+      next += (shape[0] + group - 1) / group;
+    } else {
+      line["virtual_batch"] = nullptr;
+      line["mixture"] = nullptr;
+    }
+    index_ << line.dump() << '\n';
+    index_.flush();
+  }
+
+ private:
+  std::filesystem::path dir_;
+  std::ofstream index_;
+  int64_t count_ = 0;
+  std::map<std::pair<std::string, int64_t>, int64_t> batches_;
+};
+
+int64_t default_max_bytes() {
+  return static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / 2;
+}
+
+ConvDesc conv_of(Args& a) {
+  ConvDesc d;
+  for (int64_t* f : {&d.in_channels, &d.out_channels, &d.kernel_h, &d.kernel_w, &d.stride_h,
+                     &d.stride_w, &d.pad_top, &d.pad_left, &d.pad_bottom, &d.pad_right,
+                     &d.dilation_h, &d.dilation_w, &d.groups})
+    *f = a.integer("conv", 0, int64_t{1} << 32);
+  d.validate();
+  return d;
+}
+
+DenseDesc dense_of(Args& a) {
+  DenseDesc d;
+  d.in_features = a.integer("in_features", 1, Shape::kMaxElements);
+  d.out_features = a.integer("out_features", 1, Shape::kMaxElements);
+  return d;
+}
+
+template <typename T>
+void put_tensor(Message& r, const TensorT<T>& t) {
+  r.ints.push_back(t.empty() ? 0 : 1);
+  if (t.empty()) return;
+  put_shape(r.ints, t.shape());
+  r.set_payload(t.data(), t.bytes());
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Backend& be;
+  ServerOptions opts;
+  zmq::context_t ctx{1};
+  zmq::socket_t sock{ctx, zmq::socket_type::router};
+  std::optional<std::string> client;  ///< the current session's client
+  int group = 0;                      ///< mixtures per virtual batch, from the hello
+  std::unordered_map<int64_t, Handle> buffers;
+  std::unordered_map<int64_t, WeightsHandle> weights;
+  int64_t used = 0, weight_count = 0;
+  /// Per allocation, the ranges captured: (offset, elements, uploads seen then).
+  std::map<const Base*, std::vector<std::tuple<int64_t, int64_t, uint64_t>>> captured;
+  std::unique_ptr<Capture> capture;
+  std::unique_ptr<FaultInjector> faults;
+  int64_t requests = 0, errors = 0;
+
+  Impl(Backend& b, ServerOptions o) : be(b), opts(std::move(o)) {
+    if (opts.max_bytes <= 0) opts.max_bytes = default_max_bytes();
+    if (!opts.faults.empty()) FaultSpec::parse(opts.faults);  // fail early on a bad spec
+    if (!opts.capture_dir.empty()) capture = std::make_unique<Capture>(opts.capture_dir);
+  }
+
+  void end_session() {
+    if (client && opts.verbose)
+      fmt::print(stderr, "worker: session ended ({} buffers, {} weights still held{})\n",
+                 buffers.size(), weights.size(),
+                 faults ? fmt::format("; {} of {} linear operations faulted", faults->injected(),
+                                      faults->operations())
+                        : "");
+    be.set_fault_injector(nullptr);
+    faults.reset();
+    buffers.clear();
+    weights.clear();
+    captured.clear();
+    used = 0, weight_count = 0;
+    client.reset();
+  }
+
+  void charge(int64_t bytes, const char* what) {
+    DK_CHECK(bytes <= opts.max_bytes - used,
+             "{} of {:.1f} MiB would exceed the worker's memory limit ({:.1f} of {:.1f} MiB in "
+             "use; darknight worker --max-memory)",
+             what, bytes / 1048576.0, used / 1048576.0, opts.max_bytes / 1048576.0);
+    used += bytes;
+  }
+
+  Handle& buffer(int64_t id) {
+    auto it = buffers.find(id);
+    DK_CHECK(it != buffers.end(), "no buffer {}", id);
+    return it->second;
+  }
+  WeightsHandle& weight(int64_t id) {
+    auto it = weights.find(id);
+    DK_CHECK(it != weights.end(), "no weights {}", id);
+    return it->second;
+  }
+  void fresh(int64_t id) {
+    DK_CHECK(id > 0 && !buffers.count(id) && !weights.count(id), "handle {} is in use or invalid",
+             id);
+  }
+
+  /// Checks a byte range of a buffer: whole elements, inside it.
+  static void check_bytes(const Buffer& b, int64_t offset, int64_t n, const char* op) {
+    const auto e = static_cast<int64_t>(dtype_size(b.dtype()));
+    DK_CHECK(offset >= 0 && n >= 0 && offset % e == 0 && n % e == 0 &&
+                 offset <= static_cast<int64_t>(b.bytes()) - n,
+             "{}: {} bytes at byte {} do not fit a {} {} buffer in whole elements", op, n, offset,
+             dtype_name(b.dtype()), b.shape().str());
+  }
+
+  /// Captures an operation's input when uploads have changed it since it was last captured.
+  void consume(const std::string& type, int64_t layer, Handle& h) {
+    if (!capture || h.base->writes == 0) return;
+    Buffer& b = h.buf();
+    const int64_t n = b.shape().numel();
+    auto& ranges = captured[h.base.get()];
+    for (const auto& [offset, count, writes] : ranges)
+      if (writes == h.base->writes && offset <= h.offset && h.offset + n <= offset + count)
+        return;  // captured already, and not written since
+    std::erase_if(ranges, [&](const auto& r) { return std::get<2>(r) != h.base->writes; });
+    ranges.emplace_back(h.offset, n, h.base->writes);
+    std::vector<char> bytes(b.bytes());
+    raw_download(be, b, 0, b.bytes(), bytes.data());
+    be.wait();
+    capture->write(type, layer, group, b.shape(), b.dtype(), bytes.data());
+  }
+
+  Message dispatch(Message& req, const std::string& from);
+  Message op(Message& req);
+};
+
+Server::Server(Backend& be, ServerOptions opts)
+    : impl_(std::make_unique<Impl>(be, std::move(opts))) {
+  impl_->sock.set(zmq::sockopt::linger, 0);
+}
+
+Server::~Server() {
+  impl_->end_session();
+}
+
+void Server::raw_upload(Backend& be, const void* src, Buffer& dst, size_t offset, size_t n) {
+  be.do_upload(src, dst, offset, n);
+}
+
+void Server::raw_download(Backend& be, const Buffer& src, size_t offset, size_t n, void* dst) {
+  be.do_download(src, offset, n, dst);
+}
+
+int64_t Server::requests() const {
+  return impl_->requests;
+}
+int64_t Server::errors() const {
+  return impl_->errors;
+}
+
+std::string Server::bind(const std::string& endpoint) {
+  try {
+    impl_->sock.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    throw Error(fmt::format("worker: cannot listen on '{}': {}", endpoint, e.what()));
+  }
+  return impl_->sock.get(zmq::sockopt::last_endpoint);
+}
+
+void Server::serve(const std::atomic<bool>& stop) {
+  Impl& m = *impl_;
+  while (!stop) {
+    zmq::pollitem_t item{m.sock.handle(), 0, ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal: check `stop`
+      throw;
+    }
+    if (!(item.revents & ZMQ_POLLIN)) continue;
+    std::vector<zmq::message_t> frames;
+    zmq::message_t f;
+    do {
+      if (!m.sock.recv(f)) break;
+      frames.push_back(std::move(f));
+    } while (frames.back().more());
+    if (frames.empty()) continue;
+    // The first frame is the client's routing id (added by ZeroMQ); the rest is its message.
+    zmq::message_t id = std::move(frames.front());
+    frames.erase(frames.begin());
+    Message reply;
+    try {
+      Message req = Message::parse(frames);
+      reply = handle(req, id.to_string());
+    } catch (const Error& e) {
+      ++m.requests, ++m.errors;
+      reply = Message(Type::error, 0);
+      reply.set_payload(std::string(e.what()));
+    }
+    std::vector<zmq::message_t> out = reply.frames();
+    m.sock.send(id, zmq::send_flags::sndmore);
+    for (size_t i = 0; i < out.size(); ++i)
+      m.sock.send(out[i], i + 1 < out.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+}
+
+Message Server::handle(Message& req, const std::string& client) {
+  Impl& m = *impl_;
+  ++m.requests;
+  try {
+    Message r = m.dispatch(req, client);
+    r.seq = req.seq;
+    return r;
+  } catch (const std::bad_alloc&) {
+    ++m.errors;
+    Message r(Type::error, req.seq);
+    r.set_payload(fmt::format("{}: the worker ran out of memory", type_name(req.type)));
+    return r;
+  } catch (const std::exception& e) {
+    ++m.errors;
+    Message r(Type::error, req.seq);
+    const std::string what = e.what();
+    r.set_payload(what.rfind(type_name(req.type), 0) == 0
+                      ? what
+                      : fmt::format("{}: {}", type_name(req.type), what));
+    return r;
+  }
+}
+
+Message Server::Impl::dispatch(Message& req, const std::string& from) {
+  Args a(req);
+  Message ok(Type::ok, 0);
+  if (req.type == Type::hello) {
+    const int64_t version = a.integer("version");
+    DK_CHECK(version == kVersion, "client speaks protocol version {}, this worker {}", version,
+             kVersion);
+    const int64_t g = a.integer("mixtures_per_batch", 0, 1 << 20);
+    a.done();
+    end_session();
+    client = from;
+    group = static_cast<int>(g);
+    if (!opts.faults.empty()) {
+      faults = std::make_unique<FaultInjector>(FaultSpec::parse(opts.faults), group, false);
+      be.set_fault_injector(faults.get());
+    }
+    if (opts.verbose) fmt::print(stderr, "worker: session started\n");
+    ok.set_payload(be.describe());
+    return ok;
+  }
+  DK_CHECK(client && *client == from,
+           "no session: send hello first (a newer client's hello "
+           "ends an older client's session)");
+  const std::string_view payload(static_cast<const char*>(req.payload.data()),
+                                 req.has_payload ? req.payload.size() : 0);
+  switch (req.type) {
+    case Type::bye:
+      a.done();
+      end_session();
+      return ok;
+    case Type::alloc: {
+      const int64_t id = a.integer("id");
+      const DType dtype = a.dtype("dtype");
+      const Shape shape = a.shape("shape");
+      a.done();
+      fresh(id);
+      const auto bytes = static_cast<int64_t>(shape.numel() * dtype_size(dtype));
+      charge(bytes, "alloc");
+      auto base = std::make_shared<Base>();
+      try {
+        base->buf = be.alloc(shape, dtype);
+      } catch (...) {
+        used -= bytes;
+        throw;
+      }
+      base->bytes = bytes;
+      buffers[id] = Handle{std::move(base), nullptr, 0};
+      return ok;
+    }
+    case Type::view: {
+      const int64_t id = a.integer("id"), of = a.integer("base");
+      const int64_t offset = a.integer("offset");
+      const Shape shape = a.shape("shape");
+      a.done();
+      fresh(id);
+      Handle& h = buffer(of);
+      auto v = be.view(h.buf(), shape, offset);
+      buffers[id] = Handle{h.base, std::move(v), h.offset + offset};
+      return ok;
+    }
+    case Type::free: {
+      const int64_t id = a.integer("id");
+      a.done();
+      if (auto it = buffers.find(id); it != buffers.end()) {
+        if (!it->second.view) used -= it->second.base->bytes;
+        buffers.erase(it);
+      } else {
+        used -= weight(id).bytes;
+        weights.erase(id);
+      }
+      return ok;
+    }
+    case Type::upload: {
+      Handle& h = buffer(a.integer("id"));
+      const int64_t offset = a.integer("offset");
+      a.done();
+      DK_CHECK(req.has_payload, "upload without a payload");
+      check_bytes(h.buf(), offset, static_cast<int64_t>(payload.size()), "upload");
+      raw_upload(be, payload.data(), h.buf(), static_cast<size_t>(offset), payload.size());
+      be.wait();
+      h.base->writes += 1;
+      return ok;
+    }
+    case Type::download: {
+      Handle& h = buffer(a.integer("id"));
+      const int64_t offset = a.integer("offset"), bytes = a.integer("bytes");
+      a.done();
+      check_bytes(h.buf(), offset, bytes, "download");
+      ok.payload.rebuild(static_cast<size_t>(bytes));
+      ok.has_payload = true;
+      raw_download(be, h.buf(), static_cast<size_t>(offset), static_cast<size_t>(bytes),
+                   ok.payload.data());
+      be.wait();
+      return ok;
+    }
+    case Type::create_weights: {
+      const int64_t id = a.integer("id");
+      const Shape shape = a.shape("shape");
+      a.done();
+      fresh(id);
+      DK_CHECK(payload.size() == static_cast<size_t>(shape.numel()) * sizeof(float),
+               "{} payload bytes for f32 weights {}", payload.size(), shape.str());
+      // The f32 weights, the momentum, an f64 pending gradient and an f64 copy.
+      const int64_t bytes = shape.numel() * 24;
+      charge(bytes, "create_weights");
+      try {
+        auto t = Tensor::uninitialized(shape);
+        std::memcpy(t.data(), payload.data(), payload.size());
+        if (capture) capture->write("weights", weight_count, 0, shape, DType::f32, t.data());
+        weights[id] = WeightsHandle{be.create_weights(t), weight_count++, bytes};
+      } catch (...) {
+        used -= bytes;
+        throw;
+      }
+      return ok;
+    }
+    case Type::read_weights: {
+      WeightsHandle& w = weight(a.integer("id"));
+      a.done();
+      put_tensor(ok, be.read_weights(*w.w));
+      return ok;
+    }
+    case Type::accumulate_grad: {
+      WeightsHandle& w = weight(a.integer("weights"));
+      Handle& g = buffer(a.integer("grad"));
+      const double scale = a.real("scale");
+      a.done();
+      be.accumulate_grad(*w.w, g.buf(), scale);
+      return ok;
+    }
+    case Type::accumulate_grad_host: {
+      WeightsHandle& w = weight(a.integer("weights"));
+      const int64_t offset = a.integer("offset");
+      a.done();
+      DK_CHECK(payload.size() % sizeof(double) == 0, "a gradient piece of {} bytes",
+               payload.size());
+      auto piece = Tensor64::uninitialized(Shape{static_cast<int64_t>(payload.size() / 8)});
+      std::memcpy(piece.data(), payload.data(), payload.size());
+      if (capture) capture->write("gradient", w.layer, 0, piece.shape(), DType::f64, piece.data());
+      be.accumulate_grad(*w.w, piece, offset);
+      return ok;
+    }
+    case Type::sgd_step: {
+      WeightsHandle& w = weight(a.integer("weights"));
+      SgdParams p;
+      p.nesterov = a.integer("nesterov", 0, 1) == 1;
+      p.lr = a.real("lr"), p.momentum = a.real("momentum"), p.dampening = a.real("dampening");
+      p.weight_decay = a.real("weight_decay");
+      a.done();
+      be.sgd_step(*w.w, p);
+      return ok;
+    }
+    case Type::read_momentum: {
+      WeightsHandle& w = weight(a.integer("id"));
+      a.done();
+      put_tensor(ok, be.read_momentum(*w.w));
+      return ok;
+    }
+    case Type::write_momentum: {
+      WeightsHandle& w = weight(a.integer("id"));
+      Tensor t;
+      if (a.integer("present", 0, 1) == 1) {
+        const Shape shape = a.shape("shape");
+        DK_CHECK(payload.size() == static_cast<size_t>(shape.numel()) * sizeof(float),
+                 "{} payload bytes for an f32 momentum {}", payload.size(), shape.str());
+        DK_CHECK(shape == w.w->shape(), "momentum {} for weights {}", shape.str(),
+                 w.w->shape().str());
+        t = Tensor::uninitialized(shape);
+        std::memcpy(t.data(), payload.data(), payload.size());
+        if (capture) capture->write("momentum", w.layer, 0, shape, DType::f32, t.data());
+      }
+      a.done();
+      be.write_momentum(*w.w, t);
+      return ok;
+    }
+    case Type::read_grad: {
+      WeightsHandle& w = weight(a.integer("id"));
+      a.done();
+      put_tensor(ok, be.read_grad(*w.w));
+      return ok;
+    }
+    case Type::conv2d_forward:
+    case Type::conv2d_backward_data:
+    case Type::conv2d_backward_weights:
+    case Type::dense_forward:
+    case Type::dense_backward_data:
+    case Type::dense_backward_weights:
+      return op(req);
+    default:
+      throw Error(fmt::format("unknown message type {}", static_cast<int>(req.type)));
+  }
+}
+
+Message Server::Impl::op(Message& req) {
+  Args a(req);
+  const int64_t layer = a.integer("layer", -1, int64_t{1} << 32);
+  const bool conv = req.type == Type::conv2d_forward || req.type == Type::conv2d_backward_data ||
+                    req.type == Type::conv2d_backward_weights;
+  std::optional<ConvDesc> cd;
+  std::optional<DenseDesc> dd;
+  if (conv)
+    cd = conv_of(a);
+  else
+    dd = dense_of(a);
+  Handle& x = buffer(a.integer("src"));
+  const std::string name = type_name(req.type);
+  if (req.type == Type::conv2d_backward_weights || req.type == Type::dense_backward_weights) {
+    Handle& dy = buffer(a.integer("diff_dst"));
+    Handle& dw = buffer(a.integer("diff_weights"));
+    a.done();
+    consume(name + ".src", layer, x);
+    consume(name + ".diff_dst", layer, dy);
+    if (conv)
+      be.conv2d_backward_weights(*cd, x.buf(), dy.buf(), dw.buf());
+    else
+      be.dense_backward_weights(*dd, x.buf(), dy.buf(), dw.buf());
+  } else {
+    WeightsHandle& w = weight(a.integer("weights"));
+    Handle& y = buffer(a.integer("dst"));
+    a.done();
+    const bool forward = req.type == Type::conv2d_forward || req.type == Type::dense_forward;
+    consume(name + (forward ? ".src" : ".diff_dst"), layer < 0 ? w.layer : layer, x);
+    switch (req.type) {
+      case Type::conv2d_forward:
+        be.conv2d_forward(*cd, x.buf(), *w.w, y.buf());
+        break;
+      case Type::conv2d_backward_data:
+        be.conv2d_backward_data(*cd, x.buf(), *w.w, y.buf());
+        break;
+      case Type::dense_forward:
+        be.dense_forward(*dd, x.buf(), *w.w, y.buf());
+        break;
+      default:
+        be.dense_backward_data(*dd, x.buf(), *w.w, y.buf());
+        break;
+    }
+  }
+  be.wait();
+  return Message(Type::ok, 0);
+}
+
+}  // namespace darknight::accel::remote

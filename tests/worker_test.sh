@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The accelerator as a separate process (`darknight worker`), end to end:
+#  - infer and train through a worker over tcp give the in-process results, bit for bit;
+#  - the worker's capture is the adversary's view: audited against a plain run of the same
+#    images (scripts/audit_capture.py), it holds no plaintext input, activation or one-hot
+#    label; a deliberately leaking encoder (K = 1, no noise: each mixture a scaled copy of
+#    its input) is caught by the same audit;
+#  - a worker killed mid-run makes the trusted side fail with a clear error, not hang.
+# Usage: worker_test.sh BUILD_DIR SCRIPTS_DIR
+set -u
+export OMP_WAIT_POLICY=passive  # two processes share the cores: no busy-waiting threads
+dk="$1/darknight"
+audit="/usr/bin/python3 $2/audit_capture.py"
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+fail=0
+check() {  # check NAME COMMAND...: the command must succeed
+  if "${@:2}" >"$tmp/out" 2>&1; then echo "ok   $1"; else
+    echo "FAIL $1"; cat "$tmp/out"; fail=1
+  fi
+}
+
+# start_worker DIR [worker options]: starts a worker on a free port; sets $ep and $wpid.
+start_worker() {
+  local log="$tmp/$1.log"
+  "$dk" worker --listen tcp://127.0.0.1:0 "${@:2}" >"$log" 2>&1 &
+  wpid=$!
+  for _ in $(seq 50); do
+    ep=$(grep -o 'tcp://[0-9.:]*' "$log" 2>/dev/null) && break
+    sleep 0.1
+  done
+}
+stop_worker() { kill -INT "$wpid"; wait "$wpid"; }
+
+# capture NAME ARGS...: runs darknight ARGS through a worker capturing to $tmp/NAME.
+capture() {
+  start_worker "$1" --capture "$tmp/$1"
+  "$dk" "${@:2}" --accelerator "$ep" >"$tmp/$1.run" 2>&1 || { echo "FAIL run $1"; cat "$tmp/$1.run"; fail=1; }
+  stop_worker
+}
+
+infer="infer --model fmnist-cnn --data fashion-mnist --limit 48 --batch 16 --seed 7"
+train="train --model fmnist-cnn --data fashion-mnist --limit 64 --test-limit 16 --batch 32 --steps 2 --seed 7 --lr 0.05 --momentum 0.9"
+
+# Same results as in-process.
+start_worker same
+check "infer over tcp = in-process" bash -c "
+  $dk $infer --predictions $tmp/p_local.txt >/dev/null 2>&1 &&
+  $dk $infer --predictions $tmp/p_remote.txt --accelerator $ep >/dev/null 2>&1 &&
+  cmp $tmp/p_local.txt $tmp/p_remote.txt"
+check "train over tcp = in-process (saved model bit for bit)" bash -c "
+  $dk $train --save $tmp/m_local.dkm >/dev/null 2>&1 &&
+  $dk $train --save $tmp/m_remote.dkm --accelerator $ep >/dev/null 2>&1 &&
+  cmp $tmp/m_local.dkm $tmp/m_remote.dkm"
+stop_worker
+
+# The capture and its audit.
+capture infer_plain $infer --mode plain
+capture infer_dk $infer
+capture infer_leak $infer -k 1 --noise-std 0
+capture train_plain $train --mode plain
+capture train_dk $train
+check "capture index: fields, K+1 mixtures per virtual batch as rows" /usr/bin/python3 -c "
+import json, numpy as np
+lines = [json.loads(l) for l in open('$tmp/infer_dk/index.jsonl')]
+for e in lines:
+    assert set(e) >= {'file', 'type', 'layer', 'virtual_batch', 'mixture', 'shape', 'dtype'}, e
+    a = np.load('$tmp/infer_dk/' + e['file'])
+    assert list(a.shape) == e['shape'] and str(a.dtype) == e['dtype'], e
+first = [e for e in lines if e['type'] == 'conv2d_forward.src' and e['layer'] == 0]
+assert first[0]['shape'] == [20, 1, 28, 28] and first[0]['mixtures'] == 5, first[0]  # 16 images, K = 4
+assert [e['virtual_batch'] for e in first] == [0, 4, 8], first
+"
+check "audit: darknight inference leaks no input, activation or one-hot" \
+  $audit --plain "$tmp/infer_plain" --blinded "$tmp/infer_dk"
+check "audit: darknight training leaks no input, activation or one-hot" \
+  $audit --plain "$tmp/train_plain" --blinded "$tmp/train_dk"
+check "audit catches a leaking encoder (K = 1, no noise)" bash -c "
+  ! $audit --plain $tmp/infer_plain --blinded $tmp/infer_leak > $tmp/leak.txt &&
+  grep -q 'scaled copy of a plaintext' $tmp/leak.txt"
+
+# A worker that dies mid-run: a clear error, well before the timeout.
+start_worker dying
+"$dk" train --model fmnist-cnn --data fashion-mnist --limit 2048 --test-limit 16 --batch 32 \
+  --seed 7 --accelerator "$ep" --accelerator-timeout 60 >"$tmp/dying.run" 2>&1 &
+tpid=$!
+sleep 2
+kill -9 "$wpid"
+wait "$wpid" 2>/dev/null
+start=$(date +%s)
+wait "$tpid"
+rc=$?
+elapsed=$(($(date +%s) - start))
+check "a killed worker fails the run with a clear error (rc $rc, ${elapsed} s)" bash -c "
+  [ $rc -ne 0 ] && [ $elapsed -lt 30 ] &&
+  grep -E 'darknight: error: accelerator worker at tcp://.* (disconnected|sent no reply)' $tmp/dying.run"
+
+[ $fail -eq 0 ] && echo "worker: all passed"
+exit $fail
