@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "accel/backend.h"
+#include "bench.h"
 #include "conformance/node_tests.h"
 #include "enclave.h"
 #include "infer.h"
@@ -96,6 +97,8 @@ int main(int argc, char** argv) {
   auto* train = dk::app::add_train_command(app, train_opts);
   dk::app::WorkerOptions worker_opts;
   auto* worker = dk::app::add_worker_command(app, worker_opts);
+  dk::app::BenchOptions bench_opts;
+  auto* bench = dk::app::add_bench_command(app, bench_opts);
   dk::app::EnclaveOptions enclave_opts;
   const dk::app::EnclaveCommands enclave_cmds(app, enclave_opts);
 
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
     if (*infer) return dk::app::run_infer(infer_opts);
     if (*train) return dk::app::run_train(train_opts);
     if (*worker) return dk::app::run_worker(worker_opts);
+    if (*bench) return dk::app::run_bench(bench_opts);
     if (enclave_cmds.parsed()) return enclave_cmds.run();
     std::printf("%s", app.help().c_str());
     return 0;

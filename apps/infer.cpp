@@ -18,6 +18,7 @@
 #include "nn/onnx_import.h"
 #include "nn/zoo.h"
 #include "trusted/darknight_engine.h"
+#include "trusted/slalom.h"
 
 namespace darknight::app {
 namespace {
@@ -44,6 +45,8 @@ struct Run {
   trusted::IntegrityCounters integrity;
   int64_t faulted_operations = 0;  ///< linear operations the injector could hit
   std::string accelerator;         ///< what ran the linear operations
+  double offline_seconds = 0;      ///< slalom: precomputing the unblinding factors
+  int64_t sealed_peak_bytes = 0;   ///< slalom: the most sealed factors held at once
 };
 
 /// Runs `images` through a runtime in batches of o.batch, after o.warmup untimed batches.
@@ -54,8 +57,9 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   auto accel = make_accelerator(
       o.accelerator, o.accelerator_timeout,
       mode == "darknight" ? o.k + 1 + (integrity == trusted::IntegrityMode::redundant) : 0);
-  DK_CHECK(integrity == trusted::IntegrityMode::none || mode == "darknight",
-           "--integrity {} needs --mode darknight", o.integrity);
+  DK_CHECK(integrity == trusted::IntegrityMode::none || mode == "darknight" ||
+               (mode == "slalom" && integrity == trusted::IntegrityMode::freivalds),
+           "--integrity {} needs --mode darknight (or freivalds with --mode slalom)", o.integrity);
   std::unique_ptr<accel::FaultInjector> faults;
   if (!o.inject_faults.empty() && mode == o.mode) {  // not the reference run
     DK_CHECK(mode != "tee", "--inject-faults needs an accelerator (not --mode tee)");
@@ -67,6 +71,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   }
   std::unique_ptr<trusted::Csprng> rng, check_rng;
   trusted::DarKnightEngine* dk = nullptr;
+  trusted::SlalomEngine* slalom = nullptr;
   std::unique_ptr<trusted::LinearEngine> engine;
   trusted::RuntimeOptions ro;
   ro.memory_budget = parse_bytes(o.enclave_memory);
@@ -89,6 +94,15 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     e->set_integrity(integrity, check_rng.get(), faults.get());
     dk = e.get();
     engine = std::move(e);
+  } else if (mode == "slalom") {
+    rng =
+        o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
+    check_rng = o.seeded ? std::make_unique<trusted::Csprng>(o.seed ^ 0x636865636bULL)
+                         : std::make_unique<trusted::Csprng>();
+    auto e = std::make_unique<trusted::SlalomEngine>(*accel, *rng);
+    e->set_integrity(integrity, check_rng.get(), faults.get());
+    slalom = e.get();
+    engine = std::move(e);
   } else if (mode == "plain") {
     engine = std::make_unique<baselines::PlainEngine>(*accel);
     ro.enforce_budget = false;
@@ -105,12 +119,22 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   Run r;
   r.accelerator = accel->describe();
   r.chunk = rt.plan(b);
+  // slalom: the offline phase (unblinding factors) before each batch, timed on its own.
+  auto offline = [&](int64_t m) {
+    if (!slalom) return 0.0;
+    const double p0 = now();
+    slalom->precompute(m);
+    r.sealed_peak_bytes = std::max(r.sealed_peak_bytes, slalom->store().peak_bytes());
+    return now() - p0;
+  };
   for (int w = 0; w < o.warmup; ++w) {
     Tensor batch(images.shape().with_batch(b), images.items(0, b));
+    offline(b);
     rt.infer(batch);
   }
   rt.reset_stats();
   if (dk) dk->reset_integrity();
+  if (slalom) slalom->reset_integrity();
   accel->set_fault_injector(faults.get());  // after the warm-up
   Progress bar(mode);
   r.outputs = Tensor(Shape{n, rt.graph().output_shape().numel()});
@@ -118,14 +142,16 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   for (int64_t start = 0; start < n; start += b) {
     const int64_t m = std::min(b, n - start);
     Tensor batch(images.shape().with_batch(m), images.items(start, m));
+    r.offline_seconds += offline(m);
     const Tensor out = rt.infer(batch);
     std::copy(out.data(), out.data() + out.numel(),
               r.outputs.data() + start * out.shape().item_numel());
     if (show_progress) bar.update(start + m, n);
   }
-  r.seconds = now() - t0;
+  r.seconds = now() - t0 - r.offline_seconds;
   r.stats = rt.stats();
   if (dk) r.integrity = dk->integrity();
+  if (slalom) r.integrity = slalom->integrity();
   if (faults && integrity == trusted::IntegrityMode::none) {
     // Nothing checks the results (nor classifies the faults).
     r.integrity.injected = faults->injected();
@@ -146,8 +172,10 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
                 "synthetic | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | sealed:FILE "
                 "(darknight seal) (test split)")
       ->capture_default_str();
-  c->add_option("--mode", o.mode, "darknight | plain (unprotected) | tee (all in the enclave)")
-      ->check(CLI::IsMember({"darknight", "plain", "tee"}))
+  c->add_option("--mode", o.mode,
+                "darknight | plain (unprotected) | tee (all in the enclave) | slalom (the Slalom "
+                "baseline: 8-bit fixed point, one-time masks in F_p, one input at a time)")
+      ->check(CLI::IsMember({"darknight", "plain", "tee", "slalom"}))
       ->capture_default_str();
   add_accelerator_options(c, o.accelerator, o.accelerator_timeout);
   c->add_option("-k,--virtual-batch", o.k, "Inputs mixed together (K, 1..16)")
@@ -295,6 +323,14 @@ int run_infer(const InferOptions& o) {
     rep["noise_mean"] = o.noise_mean;
     rep["noise_std"] = o.noise_std;
   }
+  if (o.mode == "slalom") {
+    rep["offline_seconds"] = run.offline_seconds;
+    rep["slalom"] = {{"prime", trusted::slalom::kPrime},
+                     {"activation_bits", 8},
+                     {"weight_bits", 8},
+                     {"max_fan_in", trusted::slalom::kMaxFanIn},
+                     {"sealed_peak_bytes", run.sealed_peak_bytes}};
+  }
   rep["seconds_by_kind"] = {{"encode", run.stats.times.encode},
                             {"accelerator", run.stats.times.accelerator},
                             {"decode", run.stats.times.decode},
@@ -368,6 +404,11 @@ int run_infer(const InferOptions& o) {
   std::printf("  time: encode %.3f s, accelerator %.3f s, decode %.3f s, non-linear %.3f s\n",
               run.stats.times.encode, run.stats.times.accelerator, run.stats.times.decode,
               run.stats.times.nonlinear);
+  if (o.mode == "slalom")
+    std::printf(
+        "  offline (not in the time above): %.3f s to precompute and seal the unblinding "
+        "factors, at most %.1f MiB of them stored\n",
+        run.offline_seconds, run.sealed_peak_bytes / 1048576.0);
   if (o.mode == "tee" && run.stats.peak_trusted_bytes > parse_bytes(o.enclave_memory))
     std::printf(
         "  tee holds %.1f MiB in the trusted runtime, %.1f MiB over the %s enclave budget "

@@ -48,6 +48,20 @@ refuses "unknown kind" "$dk" infer --model fmnist-cnn --limit 4 --inject-faults 
 refuses "RATE must be in" "$dk" infer --model fmnist-cnn --limit 4 --inject-faults drop:2
 refuses "needs --mode darknight" "$dk" infer --model fmnist-cnn --limit 4 --mode plain --integrity freivalds
 
+# Slalom: the report, top-1 agreement with float inference, its Freivalds check catching
+# every fault that changes a result, no redundant check.
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 16 --mode slalom --compare-plain --seed 1 \
+  --report "$tmp/s.json"
+[ "$(json "$tmp/s.json" "r['mode'] == 'slalom' and r['offline_seconds'] > 0 and r['slalom']['prime'] == 2**31 - 1")" = True ] ||
+  fail "slalom report: mode, offline_seconds or prime"
+[ "$(json "$tmp/s.json" "r['top1_agreement_vs_plain'] >= 0.8")" = True ] ||
+  fail "slalom disagrees with float inference: $(json "$tmp/s.json" "r['top1_agreement_vs_plain']")"
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 16 --mode slalom --seed 1 \
+  --integrity freivalds --inject-faults scale:0.5:1 --report "$tmp/si.json"
+[ "$(json "$tmp/si.json" "r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected_above_tolerance']")" = True ] ||
+  fail "slalom: injected faults not all detected: $(json "$tmp/si.json" "r['integrity']")"
+refuses "needs --mode darknight" "$dk" infer --model fmnist-cnn --limit 4 --mode slalom --integrity redundant
+
 # Bad input: clear errors, no crash.
 refuses "unknown data" "$dk" infer --model fmnist-cnn --data nowhere
 refuses "unknown model" "$dk" infer --model alexnet

@@ -13,6 +13,7 @@ namespace darknight {
 namespace trusted {
 class Encoder;
 class TrainingEncoder;
+class SlalomEncoder;
 }  // namespace trusted
 namespace baselines {
 struct Unprotected;
@@ -24,6 +25,7 @@ class BlindingKey {
   BlindingKey() = default;
   friend class trusted::Encoder;
   friend class trusted::TrainingEncoder;
+  friend class trusted::SlalomEncoder;
   friend struct baselines::Unprotected;
 };
 

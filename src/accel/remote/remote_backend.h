@@ -3,7 +3,8 @@
 // without waiting; wait() and the calls that return data collect the replies, in order,
 // and throw the first error a reply carries. A worker that sends no reply within the
 // timeout, or whose connection drops, makes the call throw Error; the backend is then
-// unusable (the worker's buffers and weights are gone with its session).
+// unusable (the worker's buffers and weights are gone with its session). Its buffers and
+// weights tell the worker when they are freed, so they must not outlive it.
 #pragma once
 
 #include <memory>
