@@ -253,15 +253,7 @@ void DarKnightEngine::account(const nn::Node& node, bool passed,
     counters_.injected_above_tolerance += above(f.error);
     if (corrupts) counters_.corrupting += corrupts(f.error);
   }
-  if (passed) return;
-  (faults.empty() ? counters_.false_alarms : counters_.detected) += 1;
-  const int64_t failed = counters_.detected + counters_.false_alarms;
-  if (failed <= 3)
-    fmt::print(stderr,
-               "darknight: integrity: layer '{}': the accelerator's result failed the {} "
-               "check; not used, recomputing{}\n",
-               node.name, to_string(integrity_),
-               failed == 3 ? " (further failures are counted in the report)" : "");
+  if (!passed) counters_.failed(!faults.empty(), node.name, to_string(integrity_));
 }
 
 void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op) {

@@ -2,9 +2,21 @@
 
 #include <sodium.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 namespace darknight::trusted {
+
+void IntegrityCounters::failed(bool injected, const std::string& layer, const std::string& check) {
+  (injected ? detected : false_alarms) += 1;
+  if (detected + false_alarms <= 3)
+    fmt::print(stderr,
+               "darknight: integrity: layer '{}': the accelerator's result failed the {} "
+               "check; not used, recomputing{}\n",
+               layer, check,
+               detected + false_alarms == 3 ? " (further failures are counted in the report)" : "");
+}
 namespace {
 
 constexpr double kLambda = 10;  // the rounding bounds' lambda (integrity.h)

@@ -66,6 +66,10 @@ struct IntegrityCounters {
   int64_t false_alarms = 0;  ///< failed checks of operations without one
   int64_t recomputed = 0;    ///< operations rerun on the accelerator after a failed check
   int64_t fallbacks = 0;     ///< operations computed in the trusted runtime instead
+
+  /// Counts a failed `check` of `layer` (detected when a fault was injected into the
+  /// operation, else a false alarm) and logs the first three failures on stderr.
+  void failed(bool injected, const std::string& layer, const std::string& check);
 };
 
 /// The shape of a linear layer as the checks see it: a convolution; a dense layer is a

@@ -502,14 +502,7 @@ void SlalomEngine::account(const Layer& l, bool passed) {
     counters_.injected_above_tolerance += changes;
     counters_.corrupting += changes;
   }
-  if (passed) return;
-  (faults.empty() ? counters_.false_alarms : counters_.detected) += 1;
-  const int64_t failed = counters_.detected + counters_.false_alarms;
-  if (failed <= 3)
-    fmt::print(stderr,
-               "darknight: integrity: layer '{}': the accelerator's result failed Slalom's "
-               "Freivalds check; not used, recomputing{}\n",
-               l.name, failed == 3 ? " (further failures are counted in the report)" : "");
+  if (!passed) counters_.failed(!faults.empty(), l.name, "Slalom Freivalds");
 }
 
 SlalomEngine::Decoded SlalomEngine::run_item(const nn::Node& node, const float* x, int64_t input,
