@@ -84,7 +84,8 @@ start_worker dying
 "$dk" train --model fmnist-cnn --data fashion-mnist --limit 2048 --test-limit 16 --batch 32 \
   --seed 7 --accelerator "$ep" --accelerator-timeout 60 >"$tmp/dying.run" 2>&1 &
 tpid=$!
-sleep 2
+for _ in $(seq 300); do grep -q "session started" "$tmp/dying.log" && break; sleep 0.1; done
+sleep 1  # mid-run: the session has started
 kill -9 "$wpid"
 wait "$wpid" 2>/dev/null
 start=$(date +%s)

@@ -86,6 +86,7 @@ std::string to_hex(const unsigned char* p, size_t n) {
 
 Result<std::vector<unsigned char>> from_hex(const std::string& hex, const std::string& what) {
   std::vector<unsigned char> out(hex.size() / 2);
+  if (hex.empty()) return out;  // sodium_hex2bin must not get a null buffer
   size_t len = 0;
   const char* end = nullptr;
   if (hex.size() % 2 != 0 ||
