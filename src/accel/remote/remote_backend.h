@@ -32,8 +32,6 @@ class RemoteBackend final : public Backend {
   void wait() override;
   void set_layer(int64_t layer) override { layer_ = layer; }
 
-  /// Sends a request and returns its reply (throws Error on an error reply). For tests.
-  Message call(Message req);
   /// Frees a worker-side handle (called by the buffers' and weights' destructors).
   void release(uint64_t id) noexcept;
 
@@ -66,6 +64,8 @@ class RemoteBackend final : public Backend {
 
  private:
   struct Impl;
+  /// Sends a request and returns its reply (throws Error on an error reply).
+  Message call(Message req);
   void post(Message req);
   /// Collects replies up to request `seq`; throws the first error among them.
   Message collect(uint64_t seq);

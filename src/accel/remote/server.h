@@ -39,8 +39,6 @@ class Server {
   std::string bind(const std::string& endpoint);
   /// Serves requests until `stop` is set (checked every 100 ms).
   void serve(const std::atomic<bool>& stop);
-  /// Handles one request as serve() does (for tests). Never throws: errors become replies.
-  Message handle(Message& req, const std::string& client);
 
   int64_t requests() const;
   int64_t errors() const;
@@ -48,6 +46,8 @@ class Server {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  /// Handles one request. Never throws: errors become replies.
+  Message handle(Message& req, const std::string& client);
   // Byte copies into and out of the backend's buffers (Backend's protected entry points;
   // the worker validates the ranges itself).
   static void raw_upload(Backend& be, const void* src, Buffer& dst, size_t offset, size_t n);
