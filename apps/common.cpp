@@ -50,7 +50,7 @@ data::Dataset load_dataset(const std::string& spec, const data::LoadOptions& opt
   return enclave.open_sealed(path, opts.split, opts.limit).value();
 }
 
-void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s) {
+void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s, bool& tf32) {
   c->add_option("--accelerator", accelerator,
                 "Untrusted accelerator: a backend in this process (" +
                     fmt::format("{}", fmt::join(accel::backend_names(), ", ")) +
@@ -67,11 +67,15 @@ void add_accelerator_options(CLI::App* c, std::string& accelerator, double& time
                 "Seconds to wait for one reply of a remote worker before failing")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  c->add_flag("--tf32", tf32,
+              "cuda: let f32 convolutions and products use TF32 tensor cores (faster; inputs "
+              "rounded to 10 mantissa bits, which costs decode precision: docs/performance.md)");
 }
 
 std::unique_ptr<accel::Backend> make_accelerator(const std::string& name, double timeout_s,
-                                                 int mixtures_per_batch) {
+                                                 int mixtures_per_batch, bool tf32) {
   accel::BackendOptions bo;
+  bo.tf32 = tf32;
   bo.timeout_s = timeout_s;
   bo.mixtures_per_batch = mixtures_per_batch;
   return accel::make_backend(name, bo);

@@ -35,11 +35,11 @@ nn::Graph make_model(const ModelSpec& s);
 /// to data::load. Throws Error with the reason when the data cannot be used.
 data::Dataset load_dataset(const std::string& spec, const data::LoadOptions& opts);
 
-/// Adds --accelerator (a backend name or a worker's endpoint) and --accelerator-timeout.
-void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s);
+/// Adds --accelerator (a backend name or a worker's endpoint), --accelerator-timeout and --tf32.
+void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s, bool& tf32);
 /// The accelerator named by --accelerator; `mixtures_per_batch` labels a worker's capture.
 std::unique_ptr<accel::Backend> make_accelerator(const std::string& name, double timeout_s,
-                                                 int mixtures_per_batch);
+                                                 int mixtures_per_batch, bool tf32 = false);
 
 /// Parses "134217728", "128MiB", "1GiB", "512KiB" or "1.5GB" into bytes.
 int64_t parse_bytes(const std::string& s);

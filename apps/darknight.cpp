@@ -26,8 +26,13 @@ dk::DType parse_precision(const std::string& p) {
 }
 
 int cmd_backends() {
-  for (const auto& name : dk::accel::backend_names())
-    std::printf("%s\n", dk::accel::make_backend(name)->describe().c_str());
+  for (const auto& name : dk::accel::backend_names()) {
+    const std::string why = dk::accel::unavailable_reason(name);
+    if (why.empty())
+      std::printf("%s\n", dk::accel::make_backend(name)->describe().c_str());
+    else
+      std::printf("%s: unavailable here: %s\n", name.c_str(), why.c_str());
+  }
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "accel/backend.h"
@@ -45,6 +46,7 @@ struct Run {
   trusted::IntegrityCounters integrity;
   int64_t faulted_operations = 0;  ///< linear operations the injector could hit
   std::string accelerator;         ///< what ran the linear operations
+  bool overlap = false;            ///< darknight's overlapped path was on
   double offline_seconds = 0;      ///< slalom: precomputing the unblinding factors
   int64_t sealed_peak_bytes = 0;   ///< slalom: the most sealed factors held at once
 };
@@ -56,7 +58,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   const auto integrity = trusted::parse_integrity_mode(o.integrity);
   auto accel = make_accelerator(
       o.accelerator, o.accelerator_timeout,
-      mode == "darknight" ? o.k + 1 + (integrity == trusted::IntegrityMode::redundant) : 0);
+      mode == "darknight" ? o.k + 1 + (integrity == trusted::IntegrityMode::redundant) : 0, o.tf32);
   DK_CHECK(integrity == trusted::IntegrityMode::none || mode == "darknight" ||
                (mode == "slalom" && integrity == trusted::IntegrityMode::freivalds),
            "--integrity {} needs --mode darknight (or freivalds with --mode slalom)", o.integrity);
@@ -92,6 +94,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     const int64_t pool = o.precompute == "0" ? 0 : parse_bytes(o.precompute);
     auto e = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng, pool);
     e->set_integrity(integrity, check_rng.get(), faults.get());
+    if (o.overlap != "auto") e->set_overlap(o.overlap == "on");
     dk = e.get();
     engine = std::move(e);
   } else if (mode == "slalom") {
@@ -118,6 +121,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   const int64_t n = images.shape()[0], b = std::min(o.batch, n);
   Run r;
   r.accelerator = accel->describe();
+  r.overlap = dk && dk->overlap();
   r.chunk = rt.plan(b);
   // slalom: the offline phase (unblinding factors) before each batch, timed on its own.
   auto offline = [&](int64_t m) {
@@ -177,7 +181,7 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
                 "baseline: 8-bit fixed point, one-time masks in F_p, one input at a time)")
       ->check(CLI::IsMember({"darknight", "plain", "tee", "slalom"}))
       ->capture_default_str();
-  add_accelerator_options(c, o.accelerator, o.accelerator_timeout);
+  add_accelerator_options(c, o.accelerator, o.accelerator_timeout, o.tf32);
   c->add_option("-k,--virtual-batch", o.k, "Inputs mixed together (K, 1..16)")
       ->check(CLI::Range(1, 16))
       ->capture_default_str();
@@ -220,6 +224,11 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
   c->add_option("--trusted-threads", o.trusted_threads,
                 "Threads of the trusted side (0: all cores; tee always uses 1)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--overlap", o.overlap,
+                "darknight: encode and decode chunks of a layer's virtual batches while the "
+                "accelerator runs others (auto: on for an asynchronous accelerator, a GPU)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
   c->add_option("--precompute", o.precompute,
                 "Draw coefficients and noise ahead on a background thread, holding up to this "
@@ -316,9 +325,14 @@ int run_infer(const InferOptions& o) {
   rep["enclave_memory_bytes"] = parse_bytes(o.enclave_memory);
   rep["images_per_pass"] = run.chunk;
   rep["accelerator"] = run.accelerator;
+  rep["trusted_threads"] = o.mode == "tee" ? 1
+                           : o.trusted_threads > 0
+                               ? o.trusted_threads
+                               : static_cast<int>(std::thread::hardware_concurrency());
   rep["weight_bytes"] = probe_model.weight_bytes();
   if (o.mode == "darknight") {
     rep["virtual_batch"] = o.k;
+    rep["overlap"] = run.overlap;
     rep["precision"] = o.precision;
     rep["noise_mean"] = o.noise_mean;
     rep["noise_std"] = o.noise_std;
@@ -333,6 +347,7 @@ int run_infer(const InferOptions& o) {
   }
   rep["seconds_by_kind"] = {{"encode", run.stats.times.encode},
                             {"accelerator", run.stats.times.accelerator},
+                            {"transfer", run.stats.times.transfer},
                             {"decode", run.stats.times.decode},
                             {"nonlinear", run.stats.times.nonlinear}};
   rep["accelerator_calls"] = run.stats.accelerator_calls;

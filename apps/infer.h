@@ -14,6 +14,7 @@ struct InferOptions {
   std::string mode = "darknight";
   std::string accelerator = "cpu";
   double accelerator_timeout = 300;
+  bool tf32 = false;
   int k = 4;
   int64_t batch = 64;
   int64_t limit = 0;
@@ -31,6 +32,7 @@ struct InferOptions {
   std::string enclave_memory = "128MiB";
   std::string normalize;
   int trusted_threads = 0;
+  std::string overlap = "auto";
   int warmup = 0;
   std::string precompute = "0";
   std::string integrity = "none";

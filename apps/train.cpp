@@ -94,7 +94,7 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
   c->add_option("--mode", o.mode, "darknight | plain (unprotected) | tee (all in the enclave)")
       ->check(CLI::IsMember({"darknight", "plain", "tee"}))
       ->capture_default_str();
-  add_accelerator_options(c, o.accelerator, o.accelerator_timeout);
+  add_accelerator_options(c, o.accelerator, o.accelerator_timeout, o.tf32);
   c->add_option("--epochs", o.epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
   c->add_option("--steps", o.steps, "Stop after this many SGD steps (0: run whole epochs)")
       ->check(CLI::NonNegativeNumber);
@@ -221,7 +221,7 @@ int run_train(const TrainOptions& o) {
   const DType dtype = o.precision == "f64" ? DType::f64 : DType::f32;
   const auto integrity = trusted::parse_integrity_mode(o.integrity);
   auto accel = make_accelerator(o.accelerator, o.accelerator_timeout,
-                                o.mode == "darknight" ? o.k + 1 : 0);
+                                o.mode == "darknight" ? o.k + 1 : 0, o.tf32);
   DK_CHECK(integrity == trusted::IntegrityMode::none ||
                (o.mode == "darknight" && o.grad_decode == "folded"),
            "--integrity {} needs --mode darknight --grad-decode folded", o.integrity);

@@ -14,6 +14,7 @@ struct TrainOptions {
   std::string mode = "darknight";
   std::string accelerator = "cpu";
   double accelerator_timeout = 300;
+  bool tf32 = false;
   int epochs = 1;
   int64_t steps = 0;  ///< stop after this many steps (0: whole epochs)
   int64_t batch = 64;

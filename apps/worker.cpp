@@ -32,6 +32,7 @@ CLI::App* add_worker_command(CLI::App& app, WorkerOptions& o) {
   c->add_option("--threads", o.threads, "Backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  c->add_flag("--tf32", o.tf32, "cuda: allow TF32 tensor-core math for f32 (off by default)");
   c->add_option("--capture", o.capture,
                 "Write every tensor received to DIR as .npy files with DIR/index.jsonl (the "
                 "accelerator's view, for audits)");
@@ -47,6 +48,7 @@ CLI::App* add_worker_command(CLI::App& app, WorkerOptions& o) {
 int run_worker(const WorkerOptions& o) {
   accel::BackendOptions bo;
   bo.threads = o.threads;
+  bo.tf32 = o.tf32;
   auto be = accel::make_backend(o.backend, bo);
   accel::remote::ServerOptions so;
   so.capture_dir = o.capture;

@@ -10,6 +10,7 @@ struct WorkerOptions {
   std::string listen = "tcp://127.0.0.1:5555";
   std::string backend = "cpu";
   int threads = 0;
+  bool tf32 = false;
   std::string capture;
   std::string max_memory = "0";
   std::string inject_faults;

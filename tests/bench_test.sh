@@ -46,7 +46,7 @@ printf 'fig2a K=1 infer ${NOPE}\n' >"$tmp/undef.txt"
 check "an undefined variable is refused with its line" bash -c "
   ! $dk bench --suite $tmp/undef.txt --out $tmp/u 2> $tmp/u.txt && grep -q 'undef.txt:1: \${NOPE} is not set' $tmp/u.txt"
 check "an unknown suite names the available ones" bash -c "
-  ! $dk bench --suite nope --out $tmp/n 2> $tmp/n.txt && grep -q 'one of: paper, quick' $tmp/n.txt"
+  ! $dk bench --suite nope --out $tmp/n 2> $tmp/n.txt && grep -q 'one of: gpu, paper, quick' $tmp/n.txt"
 
 [ $fail -eq 0 ] && echo "bench: all passed"
 exit $fail

@@ -32,6 +32,14 @@ for field in mode model images seconds images_per_second peak_trusted_bytes \
 done
 [ "$(json "$tmp/r.json" "r['images']")" = 12 ] || fail "infer report: images != 12"
 
+# The cuda backend: where it cannot run (no GPU, or not built), a clear error, no crash.
+ok "$dk" backends
+if ! grep -q "^cuda: NVIDIA\|^cuda: .*sm_" "$tmp/out"; then
+  refuses "cuda" "$dk" infer --model fmnist-cnn --data synthetic --limit 4 \
+    --accelerator cuda
+  refuses "cuda" "$dk" worker --backend cuda --listen tcp://127.0.0.1:0
+fi
+
 # Integrity: a faulted run with Freivalds' check reports every fault caught and predicts
 # what the clean run predicts; bad specs are refused.
 ok "$dk" infer --model fmnist-cnn --data synthetic --limit 24 --batch 8 --seed 2 \

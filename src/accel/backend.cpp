@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 
 #include "accel/cpu/cpu_backend.h"
+#ifdef DARKNIGHT_HAVE_CUDA
+#include "accel/cuda/cuda_backend.h"
+#endif
 #include "accel/ref/ref_backend.h"
 #include "accel/remote/remote_backend.h"
 
@@ -295,7 +298,22 @@ void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, cons
 // ---------------------------------------------------------------- registry
 
 std::vector<std::string> backend_names() {
+#ifdef DARKNIGHT_HAVE_CUDA
+  return {"cuda", "cpu", "ref"};
+#else
   return {"cpu", "ref"};
+#endif
+}
+
+std::string unavailable_reason(const std::string& name) {
+#ifdef DARKNIGHT_HAVE_CUDA
+  if (name == "cuda") return CudaBackend::unavailable_reason();
+#else
+  if (name == "cuda")
+    return "this darknight was built without the CUDA backend (DARKNIGHT_CUDA=off, or no CUDA "
+           "toolkit and cuDNN at build time)";
+#endif
+  return "";
 }
 
 bool is_remote(const std::string& name) {
@@ -307,6 +325,11 @@ std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOpti
     return std::make_unique<remote::RemoteBackend>(
         remote::RemoteOptions{name, opts.timeout_s, opts.mixtures_per_batch});
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);
+#ifdef DARKNIGHT_HAVE_CUDA
+  if (name == "cuda") return std::make_unique<CudaBackend>(opts);
+#else
+  if (name == "cuda") throw Error("cuda backend: " + unavailable_reason(name));
+#endif
   if (name == "ref") return std::make_unique<RefBackend>();
   throw Error(fmt::format("unknown accelerator backend '{}' (available: {}, or a worker's "
                           "tcp://HOST:PORT or ipc://PATH)", name,

@@ -177,6 +177,16 @@ class Backend {
   }
   /// Blocks until everything submitted so far has finished.
   virtual void wait() = 0;
+  /// True when submitted work runs while the caller goes on (a GPU): callers can then
+  /// overlap their own work with it, using mark() and wait_for().
+  virtual bool asynchronous() const { return false; }
+  /// Marks the work submitted so far; wait_for(mark) blocks until that work has finished
+  /// and its downloads are filled, while later work may still run. Default: wait() all.
+  virtual uint64_t mark() { return 0; }
+  virtual void wait_for(uint64_t /*mark*/) { wait(); }
+  /// True when upload() has copied its source when it returns (the caller may reuse it at
+  /// once); false: the source must stay unchanged until wait().
+  virtual bool upload_copies() const { return true; }
 
   // --- weights --------------------------------------------------------------------------
   WeightsPtr create_weights(const Tensor& weights);
@@ -271,10 +281,15 @@ struct BackendOptions {
   /// mixtures per virtual batch (K + 1, + 1 with the redundant mixture) for its capture.
   double timeout_s = 300;
   int mixtures_per_batch = 0;
+  /// cuda: allow TF32 tensor-core math for f32 (10-bit mantissa inputs; off by default).
+  bool tf32 = false;
 };
 
-/// Names of the backends built into this binary, fastest first ("cpu", "ref").
+/// Names of the backends built into this binary, fastest first ("cuda" when built with
+/// CUDA, "cpu", "ref").
 std::vector<std::string> backend_names();
+/// Why the named backend cannot run on this machine (a "cuda" build with no GPU), or "".
+std::string unavailable_reason(const std::string& name);
 /// True for an endpoint of a remote worker (tcp://HOST:PORT or ipc://PATH).
 bool is_remote(const std::string& name);
 /// Makes a backend by name, or connects to the worker at an endpoint (is_remote); throws

@@ -84,13 +84,17 @@ Tensor PlainEngine::forward_into(const nn::Node& node, const Tensor& src, accel:
                                  trusted::RunStats& stats) {
   const double t0 = now();
   put(src, in);
+  const double ta = now();
   const accel::Buffer& out = apply(node, in);
+  be_.wait();
+  const double tb = now();
   Tensor y = get(out, batched(src.shape()[0], node.shape));
   stats.accelerator_calls += 1;
   stats.bytes_to_accelerator += src.numel() * static_cast<int64_t>(dtype_size(dtype_));
   stats.bytes_from_accelerator += y.numel() * static_cast<int64_t>(dtype_size(dtype_));
   const double t1 = now();
   stats.times.accelerator += t1 - t0;
+  stats.times.transfer += (ta - t0) + (t1 - tb);
   nn::apply_epilogue(node.epilogue, y);
   stats.times.decode += now() - t1;  // the epilogue, the counterpart of decoding
   return y;

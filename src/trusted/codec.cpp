@@ -169,9 +169,9 @@ std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile) {
 
 template <typename T>
 void Encoder::mix(const Tensor& src, const CoefficientList& c, bool noise,
-                  const MixtureSink<T>& sink) {
+                  const MixtureSink<T>& sink, int64_t first_item) {
   const int64_t s = src.shape().item_numel();
-  int64_t item = 0, mix = 0;
+  int64_t item = first_item, mix = 0;
   for (const auto& cp : c) {
     const Coefficients& cv = *cp;
     const int kv = cv.cols() - (noise ? 1 : 0), n = cv.rows();
@@ -200,27 +200,34 @@ void Encoder::mix(const Tensor& src, const CoefficientList& c, bool noise,
 
 template <typename T>
 void Encoder::unmix(Tensor& dst, const CoefficientList& d, const OutputFetch<T>& fetch,
-                    const RowEpilogue& epilogue) const {
+                    const RowEpilogue& epilogue, std::optional<int64_t> first_item,
+                    const T* outputs) const {
   const int64_t s = dst.shape().item_numel();
   int64_t total = 0;
   for (const auto& dv : d) total += dv->rows();
-  DK_CHECK(dst.shape()[0] == total, "decode: destination {} for {} items", dst.shape().str(),
-           total);
-  int64_t item = 0, mix = 0;
+  DK_CHECK(first_item ? *first_item >= 0 && *first_item + total <= dst.shape()[0]
+                      : dst.shape()[0] == total,
+           "decode: destination {} for {} items from item {}", dst.shape().str(), total,
+           first_item.value_or(0));
+  int64_t item = first_item.value_or(0), mix = 0;
   for (const auto& dp : d) {
     const Coefficients& dv = *dp;
     const int kv = dv.rows(), n = dv.cols();
     float* y = dst.data() + item * s;
     int64_t e0 = 0;
     for (int64_t len : stream_pieces(s, opts_.stream_tile)) {
-      auto rows = TensorT<T>::uninitialized(Shape{n, len});
-      fetch(rows, mix, e0);
-      const T* ybar = rows.data();
+      TensorT<T> rows;
+      if (!outputs) {
+        rows = TensorT<T>::uninitialized(Shape{n, len});
+        fetch(rows, mix, e0);
+      }
+      const T* ybar = outputs ? outputs + mix * s + e0 : rows.data();
+      const int64_t stride = outputs ? s : len;
 #pragma omp parallel for collapse(2) schedule(static)
       for (int i = 0; i < kv; ++i)
         for (int64_t t0 = 0; t0 < len; t0 += kTile) {
           const int64_t tl = std::min(len, t0 + kTile) - t0;
-          unmix_tile(dv.row(i), n, ybar + t0, len, y + i * s + e0 + t0, tl);
+          unmix_tile(dv.row(i), n, ybar + t0, stride, y + i * s + e0 + t0, tl);
           if (epilogue) epilogue(y + i * s, e0 + t0, e0 + t0 + tl);
         }
       e0 += len;
@@ -232,12 +239,22 @@ void Encoder::unmix(Tensor& dst, const CoefficientList& d, const OutputFetch<T>&
 
 template <typename T>
 void Encoder::encode(const Tensor& src, MixingList& secrets, const MixtureSink<T>& sink) {
+  encode<T>(src, secrets, sink, 0, src.shape()[0]);
+}
+
+template <typename T>
+void Encoder::encode(const Tensor& src, MixingList& secrets, const MixtureSink<T>& sink,
+                     int64_t first_item, int64_t items) {
+  DK_CHECK(first_item >= 0 && items >= 0 && first_item + items <= src.shape()[0] &&
+               (items % opts_.k == 0 || first_item + items == src.shape()[0]),
+           "encode: items [{}, {}) of {} (K = {})", first_item, first_item + items,
+           src.shape()[0], opts_.k);
   CoefficientList c;
-  for (int kv : split_virtual_batches(src.shape()[0], opts_.k)) {
+  for (int kv : split_virtual_batches(items, opts_.k)) {
     secrets.push_back(source_->next_mixing(kv));
     c.push_back(secrets.back()->mixing());
   }
-  mix<T>(src, c, true, sink);
+  mix<T>(src, c, true, sink, first_item);
 }
 
 template <typename T>
@@ -272,23 +289,35 @@ void Encoder::decode(const TensorT<T>& mixed, const MixingList& secrets, Tensor&
            total_mix);
   DK_CHECK(dst.shape().item_numel() == s, "decode: destination {} for items of {} elements",
            dst.shape().str(), s);
-  decode<T>(
-      secrets, dst,
-      [&](TensorT<T>& rows, int64_t first, int64_t e0) {
-        const int64_t n = rows.shape()[0], len = rows.shape()[1];
-        for (int64_t r = 0; r < n; ++r)
-          std::copy(mixed.data() + (first + r) * s + e0, mixed.data() + (first + r) * s + e0 + len,
-                    rows.data() + r * len);
-      },
-      epilogue);
+  CoefficientList d;
+  for (const auto& a : secrets) d.push_back(a->unmixing());
+  unmix<T>(dst, d, {}, epilogue, {}, mixed.data());
+}
+
+template <typename T>
+void Encoder::decode(std::span<const T> outputs, const MixingList& secrets, Tensor& dst,
+                     const RowEpilogue& epilogue, int64_t first_item) const {
+  int64_t total_mix = 0;
+  for (const auto& a : secrets) total_mix += a->mixtures();
+  DK_CHECK(static_cast<int64_t>(outputs.size()) >= total_mix * dst.shape().item_numel(),
+           "decode: {} output elements for {} mixtures of {}", outputs.size(), total_mix,
+           dst.shape().item_numel());
+  CoefficientList d;
+  for (const auto& a : secrets) d.push_back(a->unmixing());
+  unmix<T>(dst, d, {}, epilogue, first_item, outputs.data());
 }
 
 #define DK_INSTANTIATE(T)                                                                 \
   template void Encoder::mix<T>(const Tensor&, const CoefficientList&, bool,              \
-                                const MixtureSink<T>&);                                   \
+                                const MixtureSink<T>&, int64_t);                          \
   template void Encoder::unmix<T>(Tensor&, const CoefficientList&, const OutputFetch<T>&, \
-                                  const RowEpilogue&) const;                              \
+                                  const RowEpilogue&, std::optional<int64_t>, const T*)   \
+      const;                                                                              \
+  template void Encoder::decode<T>(std::span<const T>, const MixingList&, Tensor&,        \
+                                   const RowEpilogue&, int64_t) const;                    \
   template void Encoder::encode<T>(const Tensor&, MixingList&, const MixtureSink<T>&);    \
+  template void Encoder::encode<T>(const Tensor&, MixingList&, const MixtureSink<T>&,     \
+                                   int64_t, int64_t);                                     \
   template BlindedT<T> Encoder::encode<T>(const Tensor&, MixingList&);                    \
   template void Encoder::decode<T>(const MixingList&, Tensor&, const OutputFetch<T>&,     \
                                    const RowEpilogue&) const;                             \

@@ -15,6 +15,8 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "protocol/blinded.h"
@@ -150,6 +152,11 @@ class Encoder {
   /// sum(k_v + 1) mixtures to `sink` piece by piece, virtual batch after virtual batch.
   template <typename T>
   void encode(const Tensor& src, MixingList& secrets, const MixtureSink<T>& sink);
+  /// The same for items [first_item, first_item + items) of `src` only (a multiple of K
+  /// unless it runs to the end); the sink's mixture indices count from 0.
+  template <typename T>
+  void encode(const Tensor& src, MixingList& secrets, const MixtureSink<T>& sink,
+              int64_t first_item, int64_t items);
   /// The same, collecting every mixture into one tensor [sum(k_v + 1), ...].
   template <typename T>
   BlindedT<T> encode(const Tensor& src, MixingList& secrets);
@@ -163,18 +170,27 @@ class Encoder {
   template <typename T>
   void decode(const TensorT<T>& mixed, const MixingList& secrets, Tensor& dst,
               const RowEpilogue& epilogue = {}) const;
+  /// The same from outputs in memory ([sum(k_v + 1), item] row-major) for the items from
+  /// `first_item` on (encode's item range), read in place.
+  template <typename T>
+  void decode(std::span<const T> outputs, const MixingList& secrets, Tensor& dst,
+              const RowEpilogue& epilogue, int64_t first_item) const;
 
  protected:
   /// For each virtual batch v, c[v].rows() outputs: output j = sum_i c[v](j, i) x_i over
   /// its inputs (c[v].cols() of them, or c[v].cols() - 1 and a fresh noise vector as the
   /// last input when `noise`), streamed to `sink`.
   template <typename T>
-  void mix(const Tensor& src, const CoefficientList& c, bool noise, const MixtureSink<T>& sink);
+  void mix(const Tensor& src, const CoefficientList& c, bool noise, const MixtureSink<T>& sink,
+           int64_t first_item = 0);
   /// For each virtual batch v, d[v].rows() items of dst: item i = sum_j d[v](i, j) y_j over
-  /// its d[v].cols() fetched outputs; `epilogue` applied to each.
+  /// its d[v].cols() fetched outputs; `epilogue` applied to each. Fills all of dst, or
+  /// with `first_item` the items from there on that d covers.
+  /// With `outputs`, reads them there ([sum(k_v + 1), item]) instead of fetching.
   template <typename T>
   void unmix(Tensor& dst, const CoefficientList& d, const OutputFetch<T>& fetch,
-             const RowEpilogue& epilogue) const;
+             const RowEpilogue& epilogue, std::optional<int64_t> first_item = {},
+             const T* outputs = nullptr) const;
 
   CodecOptions opts_;
   std::unique_ptr<DirectSource> owned_;

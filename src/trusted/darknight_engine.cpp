@@ -1,5 +1,6 @@
 #include "trusted/darknight_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -26,6 +27,7 @@ RowEpilogue fused(const nn::Epilogue& e) {
 DarKnightEngine::DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
                                  int64_t precompute_bytes, GradDecode grad_decode)
     : be_(backend),
+      overlap_(backend.asynchronous()),
       pool_(precompute_bytes > 0 ? std::make_unique<PooledSource>(
                                        rng, opts.noise, opts.mixing_scale, precompute_bytes)
                                  : nullptr),
@@ -47,11 +49,18 @@ void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
   for (const nn::Node& n : g.nodes()) {
     if (!n.is_linear()) continue;
     const int64_t in = g.node(n.inputs[0]).shape.numel();
-    // The encoder draws every virtual batch's coefficients, then their noise in pieces.
+    // The encoder draws every virtual batch's coefficients, then their noise in pieces (chunk
+    // by chunk when the layer is overlapped).
     const std::vector<int> sizes = split_virtual_batches(items, o.k);
-    for (int kv : sizes) pool_->announce_mixing(kv);
-    for (size_t v = 0; v < sizes.size(); ++v)
-      for (int64_t len : stream_pieces(in, o.stream_tile)) pool_->announce_noise(len, o.precision);
+    const int64_t vbs = static_cast<int64_t>(sizes.size());
+    const int64_t chunk = overlap_chunk(items, n.shape.numel());
+    for (int64_t c0 = 0; c0 < vbs; c0 += chunk ? chunk : vbs) {
+      const int64_t c1 = chunk ? std::min(vbs, c0 + chunk) : vbs;
+      for (int64_t v = c0; v < c1; ++v) pool_->announce_mixing(sizes[static_cast<size_t>(v)]);
+      for (int64_t v = c0; v < c1; ++v)
+        for (int64_t len : stream_pieces(in, o.stream_tile))
+          pool_->announce_noise(len, o.precision);
+    }
   }
 }
 
@@ -102,8 +111,125 @@ Scratch DarKnightEngine::scratch_bytes(const nn::Node& node, int64_t in_numel, i
                         : integrity_ == IntegrityMode::redundant ? 8 * mixtures
                                                                  : 0;
   const int64_t acc = 64 * 2048 * 8 + check;
-  return {(k + 2 + extra) * std::min(in_numel, tile) * e + acc,
-          (k + 1 + extra) * std::min(node.shape.numel(), tile) * e + acc};
+  // Overlapped: the two download areas (stage()), each one chunk's outputs. They are kept
+  // from layer to layer, so a layer after a larger one holds more than this; in the zoo's
+  // models the layers with the largest chunks are also those with the largest activations.
+  const int64_t staged =
+      2 * overlap_chunk(items, node.shape.numel()) * (k + 1 + extra) * node.shape.numel() * e;
+  return {(k + 2 + extra) * std::min(in_numel, tile) * e + acc + staged,
+          (k + 1 + extra) * std::min(node.shape.numel(), tile) * e + acc + staged};
+}
+
+int64_t DarKnightEngine::overlap_chunk(int64_t items, int64_t out_numel) const {
+  const CodecOptions& o = encoder_.options();
+  const int64_t vbs = (items + o.k - 1) / o.k;
+  if (!overlap_ || integrity_ != IntegrityMode::none || vbs < 2) return 0;
+  // Chunks of at most 64 MiB of outputs (at least one virtual batch), and at least four
+  // chunks where there are four virtual batches.
+  constexpr int64_t kStageBytes = int64_t{64} << 20;
+  const int64_t vb_bytes = (o.k + 1 + o.redundancy) * out_numel *
+                           static_cast<int64_t>(dtype_size(o.precision));
+  return std::clamp<int64_t>(kStageBytes / std::max<int64_t>(vb_bytes, 1), 1, (vbs + 3) / 4);
+}
+
+template <typename T>
+TensorT<T>& DarKnightEngine::stage(int i, int64_t numel) {
+  TensorT<T>& s = [&]() -> TensorT<T>& {
+    if constexpr (std::is_same_v<T, float>)
+      return stage32_[static_cast<size_t>(i)];
+    else
+      return stage64_[static_cast<size_t>(i)];
+  }();
+  if (s.numel() < numel) {
+    s = TensorT<T>();
+    s = TensorT<T>::uninitialized(Shape{numel});
+  }
+  return s;
+}
+
+template <typename T>
+void DarKnightEngine::forward_overlapped(const nn::Node& node, const Tensor& src, Tensor& dst,
+                                         RunStats& stats) {
+  const CodecOptions& o = encoder_.options();
+  const int64_t m = src.shape()[0], s_in = src.shape().item_numel(),
+                s_out = node.shape.numel();
+  const std::vector<int> sizes = split_virtual_batches(m, o.k);
+  const int64_t vbs = static_cast<int64_t>(sizes.size()), per = overlap_chunk(m, s_out);
+  const int64_t mixtures = mixture_count(sizes, o.redundancy);
+  accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
+  const Shape out_shape = node.op == nn::Op::conv ? node.conv.dst_shape(in.shape())
+                                                  : node.dense.dst_shape(in.shape());
+  accel::Buffer& out = buffers_.get(1, out_shape);
+  const accel::Weights& w = *weights_[static_cast<size_t>(node.weights)];
+  be_.set_layer(node.weights);
+  struct Chunk {
+    int64_t item0 = 0, items = 0, mix0 = 0, mixes = 0;
+    MixingList secrets;
+    TensorT<T>* outputs = nullptr;  // a stage()
+    uint64_t mark = 0;
+  };
+  // encode: encoding and handing the pieces to the backend; accelerator: submitting the
+  // linear ops (where a synchronous backend runs them) and waiting for their results.
+  double encode = 0, decode = 0, accelerator = 0;
+  // Decodes a chunk once the accelerator has finished it.
+  auto finish = [&](Chunk& c) {
+    const double t0 = now();
+    be_.wait_for(c.mark);
+    const double t1 = now();
+    encoder_.decode<T>(std::span<const T>(c.outputs->data(), c.mixes * s_out), c.secrets, dst,
+                       fused(node.epilogue), c.item0);
+    c.secrets.clear();
+    accelerator += t1 - t0;
+    decode += now() - t1;
+  };
+  std::optional<Chunk> previous;
+  int parity = 0;
+  for (int64_t v0 = 0, item0 = 0, mix0 = 0; v0 < vbs; v0 += per, parity ^= 1) {
+    Chunk c;
+    c.item0 = item0, c.mix0 = mix0;
+    for (int64_t v = v0; v < std::min(vbs, v0 + per); ++v) {
+      c.items += sizes[static_cast<size_t>(v)];
+      c.mixes += sizes[static_cast<size_t>(v)] + 1 + o.redundancy;
+    }
+    item0 += c.items, mix0 += c.mixes;
+    // Encode, and send each piece as it is made (the backend copies it before returning).
+    const double t0 = now();
+    encoder_.encode<T>(
+        src, c.secrets,
+        [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
+          const int64_t n = rows.shape()[0], len = rows.shape()[1];
+          if (len == s_in)
+            be_.upload(rows, 0, n * len, in, (c.mix0 + first) * s_in);
+          else
+            for (int64_t r = 0; r < n; ++r)
+              be_.upload(rows, r * len, len, in, (c.mix0 + first + r) * s_in + e0);
+          if (!be_.upload_copies()) be_.wait();
+          stats.bytes_to_accelerator += static_cast<int64_t>(rows.bytes());
+        },
+        c.item0, c.items);
+    encode += now() - t0;
+    // The chunk's linear op and the download of its outputs, left running.
+    const double s0 = now();
+    const accel::BufferPtr x = be_.view(in, in.shape().with_batch(c.mixes), c.mix0 * s_in);
+    const accel::BufferPtr y = be_.view(out, out_shape.with_batch(c.mixes), c.mix0 * s_out);
+    if (node.op == nn::Op::conv)
+      be_.conv2d_forward(node.conv, *x, w, *y);
+    else
+      be_.dense_forward(node.dense, *x, w, *y);
+    c.outputs = &stage<T>(parity, c.mixes * s_out);
+    be_.download(*y, 0, c.mixes * s_out, *c.outputs, 0);
+    c.mark = be_.mark();
+    stats.accelerator_calls += 1;
+    stats.bytes_from_accelerator += c.mixes * s_out * static_cast<int64_t>(sizeof(T));
+    accelerator += now() - s0;
+    // Meanwhile, decode the chunk before.
+    if (previous) finish(*previous);
+    previous.emplace(std::move(c));
+  }
+  finish(*previous);
+  stats.times.encode += encode;
+  stats.times.accelerator += accelerator;
+  stats.times.decode += decode;
 }
 
 int64_t DarKnightEngine::backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t,
@@ -177,6 +303,12 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
                                   RunStats& stats) {
   const CodecOptions& o = encoder_.options();
   const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
+  if (overlap_chunk(m, node.shape.numel()) > 0) {
+    Tensor dst = batch_of(m, node.shape);
+    forward_overlapped<T>(node, src, dst, stats);
+    if (consume) src = Tensor();
+    return dst;
+  }
   const int64_t mixtures = mixture_count(split_virtual_batches(m, o.k), o.redundancy);
   accel::Buffer& in = buffers_.get(0, src.shape().with_batch(mixtures));
   MixingList secrets;
@@ -238,6 +370,7 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   // t2 - t1: accelerator calls; t3 - t1: downloads and decoding (and checks).
   stats.times.encode += t1 - t0 - up;
   stats.times.accelerator += t2 - t1 + up + down;
+  stats.times.transfer += up + down;
   stats.times.decode += t3 - t1 - down;
   return dst;
 }
@@ -359,6 +492,7 @@ Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunSt
   // t2 - t1: accelerator calls; t3 - t1: downloads and decoding (and checks).
   stats.times.encode += t1 - t0 - up;
   stats.times.accelerator += t2 - t1 + up + down;
+  stats.times.transfer += up + down;
   stats.times.decode += t3 - t1 - down;
   return dst;
 }

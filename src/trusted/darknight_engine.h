@@ -3,6 +3,7 @@
 // in training, the blinded backward pass of section 3.2 as well.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -40,6 +41,13 @@ class DarKnightEngine final : public TrainEngine {
   /// redundancy 1 for `redundant`. `ledger`, when faults are injected into the backend, is
   /// read to count them (measurement runs). Call before load().
   void set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger = nullptr);
+  /// Overlaps the trusted side's work with the accelerator's in inference without checks:
+  /// a layer's virtual batches go in chunks, and chunk c + 1 is encoded and chunk c - 1
+  /// decoded while the accelerator runs chunk c. Default: on for an asynchronous backend
+  /// (a GPU). The mixtures are the same in distribution, not bit for bit (secrets are drawn
+  /// chunk by chunk). Call before begin_pass().
+  void set_overlap(bool on) { overlap_ = on; }
+  bool overlap() const { return overlap_; }
   const IntegrityCounters& integrity() const { return counters_; }
   void reset_integrity() { counters_ = {}; }
 
@@ -67,6 +75,12 @@ class DarKnightEngine final : public TrainEngine {
  private:
   template <typename T>
   Tensor forward_t(const nn::Node& node, Tensor& src, bool consume, RunStats& stats);
+  /// forward_t's overlapped path (set_overlap).
+  template <typename T>
+  void forward_overlapped(const nn::Node& node, const Tensor& src, Tensor& dst, RunStats& stats);
+  /// Virtual batches per chunk of the overlapped path for a layer of `items` inputs whose
+  /// outputs have `out_numel` elements each; 0 when the layer is not overlapped.
+  int64_t overlap_chunk(int64_t items, int64_t out_numel) const;
   template <typename T>
   Tensor forward_train_t(const nn::Node& node, Tensor& src, RunStats& stats);
   template <typename T>
@@ -106,6 +120,7 @@ class DarKnightEngine final : public TrainEngine {
   };
 
   accel::Backend& be_;
+  bool overlap_;
   std::unique_ptr<PooledSource> pool_;
   Encoder encoder_;
   TrainingEncoder train_encoder_;
@@ -113,6 +128,14 @@ class DarKnightEngine final : public TrainEngine {
   std::vector<accel::WeightsPtr> weights_;
   accel::BufferArena buffers_;       // 0: input mixtures, 1: outputs, 2-5: backward pass
   accel::BufferArena train_inputs_;  // per layer (weights index): its input mixtures
+  // The overlapped path's two download areas, of one chunk each (trusted memory, counted in
+  // scratch_bytes), grown when a layer needs more and kept: fresh ones for each chunk would
+  // cost a page fault per 4 KiB.
+  std::array<Tensor, 2> stage32_;
+  std::array<Tensor64, 2> stage64_;
+  /// Download area `i`, of at least `numel` elements.
+  template <typename T>
+  TensorT<T>& stage(int i, int64_t numel);
   std::map<int, Kept> kept_;
 
   IntegrityMode integrity_ = IntegrityMode::none;

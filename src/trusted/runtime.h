@@ -32,6 +32,9 @@ Shape batched(int64_t n, const Shape& item);
 /// Wall time per kind of work, seconds.
 struct OpTimes {
   double encode = 0, accelerator = 0, decode = 0, nonlinear = 0;
+  /// The part of `accelerator` spent copying to and from it (0 where copies overlap other
+  /// work, as in darknight's overlapped path).
+  double transfer = 0;
   double total() const { return encode + accelerator + decode + nonlinear; }
 };
 

@@ -3,6 +3,7 @@
 
 #include "accel/backend.h"
 #include "baselines/plain_io.h"
+#include "support/available.h"
 #include "support/random.h"
 
 namespace darknight::accel {
@@ -13,7 +14,11 @@ using darknight::testing::random_tensor;
 
 class Api : public ::testing::TestWithParam<std::string> {
  protected:
-  std::unique_ptr<Backend> be_ = make_backend(GetParam());
+  void SetUp() override {
+    DK_SKIP_IF_UNAVAILABLE(GetParam());
+    be_ = make_backend(GetParam());
+  }
+  std::unique_ptr<Backend> be_;
 };
 
 TEST_P(Api, RejectsMisuseWithClearErrors) {
@@ -198,6 +203,34 @@ TEST_P(Api, GradientsAccumulateUntilAStepAndMomentumRoundTrips) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(a[i], b[i]);
 }
 
+// wait_for(mark) completes the work submitted before the mark (its downloads filled), and
+// a second wait for the same mark, or one after wait(), is harmless.
+TEST_P(Api, WaitForAMarkCompletesTheWorkBeforeIt) {
+  PlainIo io(*be_, DType::f32);
+  const DenseDesc d{64, 32};
+  auto w = be_->create_weights(random_tensor(d.weight_shape(), 1));
+  auto x1 = io.put(random_tensor(Shape{8, 64}, 2)), x2 = io.put(random_tensor(Shape{8, 64}, 3));
+  auto y1 = io.make(Shape{8, 32}), y2 = io.make(Shape{8, 32});
+  Tensor got1(Shape{8, 32}), got2(Shape{8, 32});
+  be_->dense_forward(d, *x1, *w, *y1);
+  be_->download(*y1, got1);
+  const uint64_t m1 = be_->mark();
+  be_->dense_forward(d, *x2, *w, *y2);
+  be_->download(*y2, got2);
+  const uint64_t m2 = be_->mark();
+  be_->wait_for(m1);
+  const Tensor first = got1.clone();
+  be_->wait_for(m1);
+  be_->wait_for(m2);
+  be_->wait();
+  be_->wait_for(m2);
+  const Tensor want1 = io.get(*y1), want2 = io.get(*y2);
+  for (int64_t i = 0; i < want1.numel(); ++i) {
+    ASSERT_EQ(first[i], want1[i]) << i;
+    ASSERT_EQ(got2[i], want2[i]) << i;
+  }
+}
+
 TEST_P(Api, ViewsAliasTheirBaseAndRangesAreChecked) {
   PlainIo io(*be_, DType::f32);
   auto base = io.make(Shape{24});
@@ -237,7 +270,8 @@ TEST(Registry, UnknownBackendNamesTheAvailableOnes) {
   EXPECT_THROW(make_backend("cpu", BackendOptions{.threads = -1}), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllBackends, Api, ::testing::ValuesIn(backend_names()));
+INSTANTIATE_TEST_SUITE_P(AllBackends, Api, ::testing::ValuesIn(backend_names()),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace darknight::accel

@@ -6,6 +6,7 @@
 
 #include "conformance/node_tests.h"
 #include "onnx/onnx_io.h"
+#include "support/available.h"
 
 namespace darknight::conformance {
 namespace {
@@ -15,6 +16,7 @@ using Param = std::tuple<std::string, DType>;
 class NodeConformance : public ::testing::TestWithParam<Param> {};
 
 TEST_P(NodeConformance, ApplicableTestsPass) {
+  DK_SKIP_IF_UNAVAILABLE(std::get<0>(GetParam()));
   auto be = accel::make_backend(std::get<0>(GetParam()));
   auto prefixes = linear_op_prefixes();
   for (const auto& p : nonlinear_op_prefixes()) prefixes.push_back(p);

@@ -9,6 +9,7 @@
 
 #include "accel/backend.h"
 #include "accel/remote/server.h"
+#include "support/available.h"
 
 namespace darknight::testing {
 

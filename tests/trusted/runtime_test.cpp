@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "accel/backend.h"
 #include "baselines/engines.h"
 #include "nn/zoo.h"
@@ -36,10 +38,11 @@ struct DkRun {
 };
 
 DkRun run_darknight(nn::Graph g, const Tensor& x, CodecOptions co, int64_t budget = 128 << 20,
-                    int64_t precompute = 0) {
+                    int64_t precompute = 0, std::optional<bool> overlap = {}) {
   auto be = accel::make_backend("cpu");
   Csprng rng(7);
   DarKnightEngine engine(*be, co, rng, precompute);
+  if (overlap) engine.set_overlap(*overlap);
   RuntimeOptions ro;
   ro.memory_budget = budget;
   Runtime rt(std::move(g), engine, ro);
@@ -169,6 +172,28 @@ TEST(Runtime, PrecomputedSecretsGiveIdenticalResults) {
   // A pool too small for even one noise vector still works (it holds one at a time).
   const DkRun tiny = run_darknight(model("mobilenet"), x, co, 128 << 20, 16);
   for (int64_t i = 0; i < direct.out.numel(); ++i) ASSERT_EQ(direct.out[i], tiny.out[i]) << i;
+}
+
+// The overlapped path (on by default for a GPU) forced on the CPU backend: 18 images in
+// virtual batches of 4 (the last one of 2) go in chunks of two virtual batches, each
+// decoded while the next one runs.
+TEST(Runtime, OverlappedChunksAgreeWithPlain) {
+  const Tensor x = random_tensor(Shape{18, 3, 32, 32}, 8, 0, 1);
+  const Tensor plain = run_plain(model("vgg16"), x);
+  CodecOptions co;
+  const DkRun serial = run_darknight(model("vgg16"), x, co, 1 << 30, 0, false);
+  const DkRun overlapped = run_darknight(model("vgg16"), x, co, 1 << 30, 0, true);
+  ASSERT_EQ(serial.chunk, 18);
+  // 16 linear layers: one call each, or three (chunks of 2, 2 and 1 virtual batches).
+  EXPECT_EQ(serial.stats.accelerator_calls, 16);
+  EXPECT_EQ(overlapped.stats.accelerator_calls, 16 * 3);
+  EXPECT_EQ(overlapped.stats.bytes_to_accelerator, serial.stats.bytes_to_accelerator);
+  EXPECT_LT(max_rel_error(overlapped.out, plain), 1e-3);
+  EXPECT_LT(max_rel_error(serial.out, plain), 1e-3);
+  for (int64_t i = 0; i < 18; ++i) EXPECT_EQ(top1(overlapped.out, i), top1(plain, i)) << i;
+  // Precomputed secrets are drawn in the overlapped order too.
+  const DkRun pooled = run_darknight(model("vgg16"), x, co, 1 << 30, 64 << 20, true);
+  for (int64_t i = 0; i < pooled.out.numel(); ++i) ASSERT_EQ(pooled.out[i], overlapped.out[i]) << i;
 }
 
 TEST(Runtime, TeeHoldsTheWeightsAndReportsThem) {

@@ -30,6 +30,7 @@ class RemoteBackend final : public Backend {
   std::string name() const override { return "remote"; }
   std::string describe() const override;
   void wait() override;
+  bool upload_copies() const override { return false; }  // zero-copy: sent at wait()
   void set_layer(int64_t layer) override { layer_ = layer; }
 
   /// Frees a worker-side handle (called by the buffers' and weights' destructors).
