@@ -6,6 +6,20 @@ import sys
 from pathlib import Path
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "results/integrity")
+if len(sys.argv) > 2 and sys.argv[2] == "spread":
+    clean = sorted(json.loads(f.read_text())["final_test_accuracy"]
+                   for f in out.glob("spread-clean-*.json"))
+    print(f"clean runs ({len(clean)}): " + ", ".join(f"{a:.4f}" for a in clean))
+    print("| fault | injected | above tolerance | detected | undetected | final test accuracy "
+          "| within the clean runs' range |")
+    print("|---|---:|---:|---:|---:|---|---|")
+    for kind in ["bitflip", "scale", "wrong-weights", "drop", "adversarial"]:
+        r = json.loads((out / f"spread-{kind}.json").read_text())
+        i, a = r["integrity"], r["final_test_accuracy"]
+        print(f"| {kind} | {i['injected']} | {i['injected_above_tolerance']} | {i['detected']} "
+              f"| {i['injected'] - i['detected']} | {a:.4f} "
+              f"| {'yes' if clean[0] <= a <= clean[-1] else 'no'} |")
+    sys.exit(0)
 if len(sys.argv) > 2 and sys.argv[2] == "train":
     base = json.loads((out / "train-clean-none.json").read_text())
     print("| training run | injected | above tolerance | detected | recomputed | false alarms "
