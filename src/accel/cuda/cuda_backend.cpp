@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <tuple>
 #include <vector>
 
 #include "accel/cuda/kernels.h"
