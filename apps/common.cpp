@@ -126,9 +126,16 @@ void Progress::update(int64_t done, int64_t total, const std::string& extra) {
   if (done == total) std::fprintf(stderr, "\n");
 }
 
+std::optional<WorkerFaults> worker_faults(accel::Backend& accelerator) {
+  auto* remote = dynamic_cast<accel::remote::RemoteBackend*>(&accelerator);
+  if (!remote) return std::nullopt;
+  return remote->worker_faults();
+}
+
 nlohmann::json integrity_report(const std::string& mode, const std::string& faults,
-                                int64_t operations, const trusted::IntegrityCounters& c) {
-  return {{"mode", mode},
+                                int64_t operations, const trusted::IntegrityCounters& c,
+                                const std::optional<WorkerFaults>& worker) {
+  nlohmann::json j = {{"mode", mode},
           {"faults", faults},
           {"operations", operations},
           {"checks", c.checks},
@@ -138,10 +145,17 @@ nlohmann::json integrity_report(const std::string& mode, const std::string& faul
           {"detected", c.detected},
           {"recomputed", c.recomputed},
           {"fallbacks", c.fallbacks},
-          {"false_alarms", c.false_alarms}};
+          {"false_alarms", c.false_alarms},
+          {"unattributed", c.unattributed}};
+  if (worker)
+    j["worker_reported"] = {{"operations", worker->operations},
+                            {"injected", worker->injected},
+                            {"note", "counted by the untrusted worker, not verified"}};
+  return j;
 }
 
-void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c) {
+void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c,
+                     const std::optional<WorkerFaults>& worker) {
   std::printf(
       "  integrity %s: %lld checks, %lld faults injected (%lld above tolerance, %lld "
       "corrupting outputs), %lld detected, %lld recomputed, %lld computed in the "
@@ -150,6 +164,12 @@ void print_integrity(const std::string& mode, const trusted::IntegrityCounters& 
       static_cast<long long>(c.injected_above_tolerance), static_cast<long long>(c.corrupting),
       static_cast<long long>(c.detected), static_cast<long long>(c.recomputed),
       static_cast<long long>(c.fallbacks), static_cast<long long>(c.false_alarms));
+  if (c.unattributed > 0 || (worker && worker->injected > 0))
+    std::printf("  %lld failed checks of the worker's operations; the worker says it injected "
+                "%lld faults into %lld linear operations\n",
+                static_cast<long long>(c.unattributed),
+                static_cast<long long>(worker ? worker->injected : 0),
+                static_cast<long long>(worker ? worker->operations : 0));
 }
 
 }  // namespace darknight::app

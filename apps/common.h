@@ -6,9 +6,11 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "accel/backend.h"
+#include "accel/remote/remote_backend.h"
 
 #include "data/datasets.h"
 #include "nn/graph.h"
@@ -46,12 +48,19 @@ int64_t parse_bytes(const std::string& s);
 
 int argmax(const float* p, int64_t n);
 
+using WorkerFaults = accel::remote::RemoteBackend::WorkerFaults;
+/// For an accelerator in a worker, what the worker says its `--inject-faults` did (the
+/// trusted side cannot see faults injected there, only detect them); nullopt otherwise.
+std::optional<WorkerFaults> worker_faults(accel::Backend& accelerator);
+
 /// The report's `integrity` object for a run with `mode` checks and `faults` injected into
-/// `operations` linear operations.
+/// `operations` linear operations; with `worker`, also its `worker_reported` counts.
 nlohmann::json integrity_report(const std::string& mode, const std::string& faults,
-                                int64_t operations, const trusted::IntegrityCounters& c);
-/// The same counters as one line on stdout.
-void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c);
+                                int64_t operations, const trusted::IntegrityCounters& c,
+                                const std::optional<WorkerFaults>& worker = {});
+/// The same counters as one line on stdout (and the worker's, on another).
+void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c,
+                     const std::optional<WorkerFaults>& worker = {});
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {

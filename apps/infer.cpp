@@ -47,6 +47,7 @@ struct Run {
   int64_t faulted_operations = 0;  ///< linear operations the injector could hit
   std::string accelerator;         ///< what ran the linear operations
   bool overlap = false;            ///< darknight's overlapped path was on
+  std::optional<WorkerFaults> worker_faults;  ///< a worker's own count of its faults
   double offline_seconds = 0;      ///< slalom: precomputing the unblinding factors
   int64_t sealed_peak_bytes = 0;   ///< slalom: the most sealed factors held at once
 };
@@ -161,6 +162,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     r.integrity.injected = faults->injected();
   }
   if (faults) r.faulted_operations = faults->operations();
+  if (integrity != trusted::IntegrityMode::none) r.worker_faults = worker_faults(*accel);
   return r;
 }
 
@@ -359,7 +361,8 @@ int run_infer(const InferOptions& o) {
                  static_cast<long long>(nonfinite));
   if (o.integrity != "none" || !o.inject_faults.empty())
     rep["integrity"] =
-        integrity_report(o.integrity, o.inject_faults, run.faulted_operations, run.integrity);
+        integrity_report(o.integrity, o.inject_faults, run.faulted_operations, run.integrity,
+                         run.worker_faults);
   rep["bytes_to_accelerator"] = run.stats.bytes_to_accelerator;
   rep["bytes_from_accelerator"] = run.stats.bytes_from_accelerator;
   auto accuracy = [&](const Tensor& out) {
@@ -436,7 +439,7 @@ int run_infer(const InferOptions& o) {
                 rep["accuracy_plain"].get<double>());
   else if (rep.contains("accuracy"))
     std::printf("  accuracy %.4f\n", rep["accuracy"].get<double>());
-  if (rep.contains("integrity")) print_integrity(o.integrity, run.integrity);
+  if (rep.contains("integrity")) print_integrity(o.integrity, run.integrity, run.worker_faults);
   if (o.compare_plain) {
     std::printf(
         "  vs plain: top-1 agreement %.4f, max relative error %.3e (smallest top-1 "

@@ -371,9 +371,10 @@ int run_train(const TrainOptions& o) {
   if (o.integrity != "none" || faults) {
     trusted::IntegrityCounters ic = dk ? dk->integrity() : trusted::IntegrityCounters{};
     if (faults && integrity == trusted::IntegrityMode::none) ic.injected = faults->injected();
-    integrity_json =
-        integrity_report(o.integrity, o.inject_faults, faults ? faults->operations() : 0, ic);
-    print_integrity(o.integrity, ic);
+    const std::optional<WorkerFaults> worker = worker_faults(*accel);
+    integrity_json = integrity_report(o.integrity, o.inject_faults,
+                                      faults ? faults->operations() : 0, ic, worker);
+    print_integrity(o.integrity, ic, worker);
   }
   if (!o.report.empty()) {
     json rep;

@@ -5,6 +5,7 @@
 #    images (scripts/audit_capture.py), it holds no plaintext input, activation or one-hot
 #    label; a deliberately leaking encoder (K = 1, no noise: each mixture a scaled copy of
 #    its input) is caught by the same audit;
+#  - faults injected by a worker are detected, and the worker's own count is reported;
 #  - a worker killed mid-run makes the trusted side fail with a clear error, not hang.
 # Usage: worker_test.sh BUILD_DIR SCRIPTS_DIR
 set -u
@@ -52,6 +53,25 @@ check "train over tcp = in-process (saved model bit for bit)" bash -c "
   $dk $train --save $tmp/m_local.dkm >/dev/null 2>&1 &&
   $dk $train --save $tmp/m_remote.dkm --accelerator $ep >/dev/null 2>&1 &&
   cmp $tmp/m_local.dkm $tmp/m_remote.dkm"
+stop_worker
+
+# Faults injected by the worker (the trusted side cannot count them, only detect them): with
+# Freivalds' check the predictions are the clean run's, and the report carries the worker's
+# own count next to the detections.
+start_worker faulty --inject-faults drop:0.5:1
+check "faults injected in a worker: detected, reported, predictions unchanged" bash -c "
+  $dk $infer --integrity freivalds --predictions $tmp/f_clean.txt >/dev/null 2>&1 &&
+  $dk $infer --integrity freivalds --predictions $tmp/f_worker.txt --accelerator $ep \
+    --report $tmp/f.json >/dev/null 2>&1 &&
+  cmp $tmp/f_clean.txt $tmp/f_worker.txt &&
+  /usr/bin/python3 -c \"
+import json
+i = json.load(open('$tmp/f.json'))['integrity']
+w = i['worker_reported']
+assert w['injected'] > 0 and w['operations'] > w['injected'], w
+assert i['unattributed'] == w['injected'], i  # each fault caught (drops are all above tolerance)
+assert i['detected'] == 0 and i['false_alarms'] == 0, i  # nothing to attribute them with here
+\""
 stop_worker
 
 # The capture and its audit.

@@ -386,7 +386,11 @@ void DarKnightEngine::account(const nn::Node& node, bool passed,
     counters_.injected_above_tolerance += above(f.error);
     if (corrupts) counters_.corrupting += corrupts(f.error);
   }
-  if (!passed) counters_.failed(!faults.empty(), node.name, to_string(integrity_));
+  // Faults injected by a remote worker are not in a ledger here.
+  if (!passed)
+    counters_.failed(ledger_ || be_.name() != "remote" ? std::optional(!faults.empty())
+                                                       : std::nullopt,
+                     node.name, to_string(integrity_));
 }
 
 void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op) {

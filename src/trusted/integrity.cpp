@@ -8,14 +8,16 @@
 
 namespace darknight::trusted {
 
-void IntegrityCounters::failed(bool injected, const std::string& layer, const std::string& check) {
-  (injected ? detected : false_alarms) += 1;
-  if (detected + false_alarms <= 3)
+void IntegrityCounters::failed(std::optional<bool> injected, const std::string& layer,
+                               const std::string& check) {
+  (!injected ? unattributed : *injected ? detected : false_alarms) += 1;
+  const int64_t failures = detected + false_alarms + unattributed;
+  if (failures <= 3)
     fmt::print(stderr,
                "darknight: integrity: layer '{}': the accelerator's result failed the {} "
                "check; not used, recomputing{}\n",
                layer, check,
-               detected + false_alarms == 3 ? " (further failures are counted in the report)" : "");
+               failures == 3 ? " (further failures are counted in the report)" : "");
 }
 namespace {
 

@@ -32,6 +32,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,12 +65,16 @@ struct IntegrityCounters {
   int64_t corrupting = 0;
   int64_t detected = 0;      ///< failed checks of operations with an injected fault
   int64_t false_alarms = 0;  ///< failed checks of operations without one
+  /// Failed checks of a remote worker's operations: whether the worker injected a fault
+  /// there only it can say (its own count goes in the report as `worker_reported`).
+  int64_t unattributed = 0;
   int64_t recomputed = 0;    ///< operations rerun on the accelerator after a failed check
   int64_t fallbacks = 0;     ///< operations computed in the trusted runtime instead
 
   /// Counts a failed `check` of `layer` (detected when a fault was injected into the
-  /// operation, else a false alarm) and logs the first three failures on stderr.
-  void failed(bool injected, const std::string& layer, const std::string& check);
+  /// operation, a false alarm when none was, unattributed when that is not known here) and
+  /// logs the first three failures on stderr.
+  void failed(std::optional<bool> injected, const std::string& layer, const std::string& check);
 };
 
 /// The shape of a linear layer as the checks see it: a convolution; a dense layer is a

@@ -183,6 +183,13 @@ void RemoteBackend::wait() {
   collect(impl_->next_seq - 1);
 }
 
+RemoteBackend::WorkerFaults RemoteBackend::worker_faults() {
+  const Message r = call(Message(Type::stats, 0));
+  DK_CHECK(r.ints.size() == 2, "accelerator worker: a stats reply needs 2 integers, got {}",
+           r.ints.size());
+  return {r.ints[0], r.ints[1]};
+}
+
 void RemoteBackend::release(uint64_t id) noexcept {
   try {
     if (!impl_->broken) post(Message(Type::free, 0, {static_cast<int64_t>(id)}));

@@ -36,6 +36,13 @@ class RemoteBackend final : public Backend {
   /// Frees a worker-side handle (called by the buffers' and weights' destructors).
   void release(uint64_t id) noexcept;
 
+  /// What the worker says its `--inject-faults` did in this session: linear operations
+  /// seen and faults injected (0, 0 without injection). The worker's word, not verified.
+  struct WorkerFaults {
+    int64_t operations = 0, injected = 0;
+  };
+  WorkerFaults worker_faults();
+
  protected:
   BufferPtr do_alloc(const Shape& shape, DType dtype) override;
   BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) override;

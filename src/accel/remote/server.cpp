@@ -341,6 +341,10 @@ Message Server::Impl::dispatch(Message& req, const std::string& from) {
       a.done();
       end_session();
       return ok;
+    case Type::stats:
+      a.done();
+      ok.ints = {faults ? faults->operations() : 0, faults ? faults->injected() : 0};
+      return ok;
     case Type::alloc: {
       const int64_t id = a.integer("id");
       const DType dtype = a.dtype("dtype");

@@ -65,6 +65,8 @@ const char* type_name(Type t) {
       return "dense_backward_data";
     case Type::dense_backward_weights:
       return "dense_backward_weights";
+    case Type::stats:
+      return "stats";
     case Type::ok:
       return "ok";
     case Type::error:

@@ -45,6 +45,7 @@ enum class Type : uint16_t {
   dense_forward = 19,
   dense_backward_data = 20,
   dense_backward_weights = 21,
+  stats = 22,  ///< the session's fault-injection counts (reply ints: operations, injected)
   // replies
   ok = 100,
   error = 101,
