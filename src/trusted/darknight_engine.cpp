@@ -386,11 +386,9 @@ void DarKnightEngine::account(const nn::Node& node, bool passed,
     counters_.injected_above_tolerance += above(f.error);
     if (corrupts) counters_.corrupting += corrupts(f.error);
   }
-  // Faults injected by a remote worker are not in a ledger here.
   if (!passed)
-    counters_.failed(ledger_ || be_.name() != "remote" ? std::optional(!faults.empty())
-                                                       : std::nullopt,
-                     node.name, to_string(integrity_));
+    counters_.failed(IntegrityCounters::attribution(ledger_, be_, !faults.empty()), node.name,
+                     to_string(integrity_));
 }
 
 void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op) {

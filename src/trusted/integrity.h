@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "accel/backend.h"
 #include "nn/graph.h"
 #include "protocol/blinded.h"
 #include "protocol/sgd.h"
@@ -75,6 +76,13 @@ struct IntegrityCounters {
   /// operation, a false alarm when none was, unattributed when that is not known here) and
   /// logs the first three failures on stderr.
   void failed(std::optional<bool> injected, const std::string& layer, const std::string& check);
+  /// failed()'s `injected` for a check of `backend`'s operation: `faulted` when faults are
+  /// injected in this process (`ledger`), unknown for a remote worker's, else false.
+  static std::optional<bool> attribution(const void* ledger, const accel::Backend& backend,
+                                         bool faulted) {
+    if (!ledger && backend.name() == "remote") return std::nullopt;
+    return faulted;
+  }
 };
 
 /// The shape of a linear layer as the checks see it: a convolution; a dense layer is a

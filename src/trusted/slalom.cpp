@@ -503,9 +503,8 @@ void SlalomEngine::account(const Layer& l, bool passed) {
     counters_.corrupting += changes;
   }
   if (!passed)
-    counters_.failed(ledger_ || be_.name() != "remote" ? std::optional(!faults.empty())
-                                                       : std::nullopt,
-                     l.name, "Slalom Freivalds");
+    counters_.failed(IntegrityCounters::attribution(ledger_, be_, !faults.empty()), l.name,
+                     "Slalom Freivalds");
 }
 
 SlalomEngine::Decoded SlalomEngine::run_item(const nn::Node& node, const float* x, int64_t input,

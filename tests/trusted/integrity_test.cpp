@@ -11,6 +11,7 @@
 #include "baselines/plain_io.h"
 #include "nn/zoo.h"
 #include "support/random.h"
+#include "support/shapes.h"
 #include "trusted/darknight_engine.h"
 #include "trusted/trainer.h"
 
@@ -30,10 +31,7 @@ nn::Graph model(const std::string& name, int64_t size) {
 /// A convolution with every geometric option: stride, dilation, asymmetric padding, groups.
 nn::Graph odd_conv() {
   nn::Graph g(Shape{4, 11, 9});
-  accel::ConvDesc d;
-  d.in_channels = 4, d.out_channels = 6, d.kernel_h = 3, d.kernel_w = 2;
-  d.stride_h = 2, d.stride_w = 1, d.dilation_h = 2, d.dilation_w = 1;
-  d.pad_top = 2, d.pad_bottom = 1, d.pad_left = 0, d.pad_right = 1, d.groups = 2;
+  const accel::ConvDesc d = darknight::testing::odd_conv_desc();
   const int c = g.conv(0, d, random_tensor(d.weight_shape(), 5), random_tensor(Shape{6}, 6), "odd");
   g.dense(c, 5, random_tensor(Shape{5, g.node(c).shape.numel()}, 7), Tensor(Shape{5}), "fc");
   return g;

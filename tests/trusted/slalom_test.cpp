@@ -13,6 +13,7 @@
 #include "baselines/engines.h"
 #include "nn/zoo.h"
 #include "support/random.h"
+#include "support/shapes.h"
 
 namespace darknight::trusted {
 namespace {
@@ -69,10 +70,7 @@ std::vector<int64_t> int_layer(const Geometry& g, const std::vector<int64_t>& w,
 /// a dense layer. Inputs and weights of both signs.
 nn::Graph layers() {
   nn::Graph g(Shape{4, 11, 9});
-  accel::ConvDesc d;
-  d.in_channels = 4, d.out_channels = 6, d.kernel_h = 3, d.kernel_w = 2;
-  d.stride_h = 2, d.stride_w = 1, d.dilation_h = 2, d.dilation_w = 1;
-  d.pad_top = 2, d.pad_bottom = 1, d.pad_left = 0, d.pad_right = 1, d.groups = 2;
+  const accel::ConvDesc d = darknight::testing::odd_conv_desc();
   int x = g.conv(0, d, random_tensor(d.weight_shape(), 5), random_tensor(Shape{6}, 6), "odd");
   accel::ConvDesc dw;
   dw.in_channels = dw.out_channels = dw.groups = 6;
