@@ -129,14 +129,18 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
       ->check(CLI::IsMember({"trusted", "folded"}))
       ->capture_default_str();
   c->add_option("--integrity", o.integrity,
-                "Check the accelerator's results: none | freivalds (needs --grad-decode "
-                "folded); docs/SECURITY.md")
-      ->check(CLI::IsMember({"none", "freivalds"}))
+                "Check the accelerator's results: none | redundant (the paper's K+2-th mixture, "
+                "extended to the backward pass) | freivalds; both need --grad-decode folded; "
+                "docs/SECURITY.md")
+      ->check(CLI::IsMember({"none", "redundant", "freivalds"}))
       ->capture_default_str();
   c->add_option("--inject-faults", o.inject_faults,
                 "KIND:RATE[:SEED]: corrupt that fraction of the in-process accelerator's linear "
                 "operations (bitflip, scale, wrong-weights, drop, adversarial)");
   c->add_option("--checkpoint", o.checkpoint, "Directory for a checkpoint after every epoch");
+  c->add_option("--fallback-accelerator", o.fallback_accelerator,
+                "When the accelerator keeps failing integrity checks: restore the last "
+                "checkpoint (else the initial weights) on this one and continue");
   c->add_flag("--resume", o.resume, "Continue from the checkpoint in --checkpoint");
   c->add_option("--metrics", o.metrics, "Per-epoch metrics CSV");
   c->add_option("--report", o.report, "JSON report");
@@ -170,7 +174,11 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
   return c;
 }
 
-int run_train(const TrainOptions& o) {
+namespace {
+
+/// One training run on one accelerator; `restarts` lists the earlier runs' stops (see
+/// run_train), reported, and gets this run's when it stops.
+int train_once(const TrainOptions& o, json& restarts) {
   if (o.seeded)
     std::fprintf(stderr,
                  "darknight: warning: --seed makes the blinding coefficients and noise "
@@ -220,8 +228,9 @@ int run_train(const TrainOptions& o) {
   // Engine and trainer.
   const DType dtype = o.precision == "f64" ? DType::f64 : DType::f32;
   const auto integrity = trusted::parse_integrity_mode(o.integrity);
+  const int redundancy = integrity == trusted::IntegrityMode::redundant ? 1 : 0;
   auto accel = make_accelerator(o.accelerator, o.accelerator_timeout,
-                                o.mode == "darknight" ? o.k + 1 : 0, o.tf32);
+                                o.mode == "darknight" ? o.k + 1 + redundancy : 0, o.tf32);
   DK_CHECK(integrity == trusted::IntegrityMode::none ||
                (o.mode == "darknight" && o.grad_decode == "folded"),
            "--integrity {} needs --mode darknight --grad-decode folded", o.integrity);
@@ -230,7 +239,7 @@ int run_train(const TrainOptions& o) {
     DK_CHECK(o.mode != "tee", "--inject-faults needs an accelerator (not --mode tee)");
     accel::FaultSpec spec = accel::FaultSpec::parse(o.inject_faults);
     if (!spec.seed && o.seeded) spec.seed = o.seed ^ 0x6661756c7473ULL;  // its own stream
-    faults = std::make_unique<accel::FaultInjector>(spec, o.k + 1,
+    faults = std::make_unique<accel::FaultInjector>(spec, o.k + 1 + redundancy,
                                                     integrity != trusted::IntegrityMode::none);
     accel->set_fault_injector(faults.get());
   }
@@ -243,6 +252,7 @@ int run_train(const TrainOptions& o) {
   if (o.mode == "darknight") {
     trusted::CodecOptions co;
     co.k = o.k, co.noise = {o.noise_mean, o.noise_std}, co.precision = dtype;
+    co.redundancy = redundancy;
     rng =
         o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
     auto e = std::make_unique<trusted::DarKnightEngine>(
@@ -295,61 +305,129 @@ int run_train(const TrainOptions& o) {
   double train_seconds = 0;
   int64_t steps = 0;
   const int64_t n = train.images.shape()[0];
-  for (int epoch = first_epoch; epoch < o.epochs; ++epoch) {
-    const SgdParams sgd{.lr = scheduled_lr(o, epoch),
-                        .momentum = o.momentum,
-                        .weight_decay = o.weight_decay,
-                        .nesterov = o.nesterov};
-    const std::vector<int64_t> order = data::epoch_order(n, seed, epoch);
-    Progress bar(fmt::format("epoch {}", epoch + 1));
-    const double e0 = now();
-    double loss = 0, epoch_train = 0;
-    int64_t correct = 0, seen = 0;
-    for (int64_t start = 0; start < n; start += o.batch) {
-      const int64_t m = std::min(o.batch, n - start);
-      std::vector<int> labels;
-      const Tensor x = data::gather(train, order, start, m, augment,
-                                    seed * 7919 + static_cast<uint64_t>(epoch * n + start), labels);
-      const double s0 = now();
-      const trusted::StepStats s = trainer.step(x, labels, sgd);
-      epoch_train += now() - s0;
-      loss += s.loss * double(m), correct += s.correct, seen += m;
-      bar.update(seen, n,
-                 fmt::format("loss {:.4f} acc {:.4f} {:.0f} img/s", loss / double(seen),
-                             double(correct) / double(seen), double(seen) / epoch_train));
-      if (o.steps && ++steps >= o.steps) break;
+  // The integrity counters so far (printed with `print`).
+  auto integrity_now = [&](bool print) {
+    json j;
+    if (o.integrity != "none" || faults) {
+      trusted::IntegrityCounters ic = dk ? dk->integrity() : trusted::IntegrityCounters{};
+      if (faults && integrity == trusted::IntegrityMode::none) ic.injected = faults->injected();
+      const std::optional<WorkerFaults> worker = worker_faults(*accel);
+      j = integrity_report(o.integrity, o.inject_faults, faults ? faults->operations() : 0, ic,
+                           worker);
+      if (print) print_integrity(o.integrity, ic, worker);
     }
-    train_seconds += epoch_train;
-    const double test_acc = evaluate(trainer, test, o.batch);
-    const double seconds = now() - e0;
-    const json row = {{"epoch", epoch + 1},
-                      {"train_loss", loss / double(seen)},
-                      {"train_accuracy", double(correct) / double(seen)},
-                      {"test_accuracy", test_acc},
-                      {"seconds", seconds},
-                      {"train_seconds", epoch_train}};
-    history.push_back(row);
+    return j;
+  };
+  // The summary and the report: at the end, or (`stopped`) when the accelerator failed for
+  // good, with what was done until then.
+  auto finish = [&](const std::string& stopped) {
+    const double seconds = now() - t_start;
+    const trusted::RunStats& st = trainer.stats();
     std::printf(
-        "epoch %d: train loss %.4f, train accuracy %.4f, test accuracy %.4f, %.1f s "
-        "(%.1f images/s)\n",
-        epoch + 1, loss / double(seen), double(correct) / double(seen), test_acc, seconds,
-        double(seen) / epoch_train);
-    if (csv.is_open())
-      csv << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.3f}\n", epoch + 1, loss / double(seen),
-                         double(correct) / double(seen), test_acc, seconds)
-          << std::flush;
-    if (!ckpt_path.empty()) {
-      std::filesystem::create_directories(o.checkpoint);
-      nn::TensorFile ck = snapshot(trainer, spec, true);
-      ck.meta["kind"] = "checkpoint";
-      ck.meta["epoch"] = epoch;
-      ck.meta["seed"] = seed;
-      ck.meta["epochs"] = history;
-      nn::save_tensor_file(ckpt_path, ck).throw_if_error();
+        "  peak trusted memory %.1f MiB; forward: encode %.2f s, accelerator %.2f s, "
+        "decode %.2f s, non-linear %.2f s; backward: encode %.2f s, accelerator %.2f s, "
+        "decode %.2f s, non-linear %.2f s\n",
+        st.peak_trusted_bytes / 1048576.0, st.times.encode, st.times.accelerator, st.times.decode,
+        st.times.nonlinear, st.backward_times.encode, st.backward_times.accelerator,
+        st.backward_times.decode, st.backward_times.nonlinear);
+    const json integrity_json = integrity_now(true);
+    if (!o.report.empty()) {
+      json rep;
+      if (!integrity_json.is_null()) rep["integrity"] = integrity_json;
+      if (!stopped.empty()) rep["stopped"] = stopped;
+      if (!restarts.empty()) rep["restarts"] = restarts;
+      rep["mode"] = o.mode;
+      rep["model"] = o.model;
+      rep["data"] = o.data;
+      rep["batch"] = o.batch;
+      rep["images_per_pass"] = per_pass;
+      if (o.mode == "darknight") {
+        rep["virtual_batch"] = o.k;
+        rep["noise_mean"] = o.noise_mean;
+        rep["noise_std"] = o.noise_std;
+        rep["grad_decode"] = o.grad_decode;
+      }
+      rep["precision"] = o.precision;
+      rep["epochs"] = history;
+      rep["final_test_accuracy"] =
+          history.empty() ? 0.0 : history.back()["test_accuracy"].get<double>();
+      rep["peak_trusted_bytes"] = st.peak_trusted_bytes;
+      rep["seconds"] = seconds;
+      rep["train_seconds"] = train_seconds;
+      rep["steps"] = steps;
+      rep["images"] = st.images;
+      rep["seconds_by_kind"] = {{"forward", times_json(st.times)},
+                                {"backward", times_json(st.backward_times)}};
+      rep["accelerator_calls"] = st.accelerator_calls;
+      rep["bytes_to_accelerator"] = st.bytes_to_accelerator;
+      rep["bytes_from_accelerator"] = st.bytes_from_accelerator;
+      std::ofstream f(o.report);
+      DK_CHECK(f.good(), "cannot write the report {}", o.report);
+      f << rep.dump(2) << "\n";
     }
-    if (o.steps && steps >= o.steps) break;
+  };
+  try {
+    for (int epoch = first_epoch; epoch < o.epochs; ++epoch) {
+      const SgdParams sgd{.lr = scheduled_lr(o, epoch),
+                          .momentum = o.momentum,
+                          .weight_decay = o.weight_decay,
+                          .nesterov = o.nesterov};
+      const std::vector<int64_t> order = data::epoch_order(n, seed, epoch);
+      Progress bar(fmt::format("epoch {}", epoch + 1));
+      const double e0 = now();
+      double loss = 0, epoch_train = 0;
+      int64_t correct = 0, seen = 0;
+      for (int64_t start = 0; start < n; start += o.batch) {
+        const int64_t m = std::min(o.batch, n - start);
+        std::vector<int> labels;
+        const Tensor x = data::gather(train, order, start, m, augment,
+                                      seed * 7919 + static_cast<uint64_t>(epoch * n + start), labels);
+        const double s0 = now();
+        const trusted::StepStats s = trainer.step(x, labels, sgd);
+        epoch_train += now() - s0;
+        loss += s.loss * double(m), correct += s.correct, seen += m;
+        bar.update(seen, n,
+                   fmt::format("loss {:.4f} acc {:.4f} {:.0f} img/s", loss / double(seen),
+                               double(correct) / double(seen), double(seen) / epoch_train));
+        if (o.steps && ++steps >= o.steps) break;
+      }
+      train_seconds += epoch_train;
+      const double test_acc = evaluate(trainer, test, o.batch);
+      const double seconds = now() - e0;
+      const json row = {{"epoch", epoch + 1},
+                        {"train_loss", loss / double(seen)},
+                        {"train_accuracy", double(correct) / double(seen)},
+                        {"test_accuracy", test_acc},
+                        {"seconds", seconds},
+                        {"train_seconds", epoch_train}};
+      history.push_back(row);
+      std::printf(
+          "epoch %d: train loss %.4f, train accuracy %.4f, test accuracy %.4f, %.1f s "
+          "(%.1f images/s)\n",
+          epoch + 1, loss / double(seen), double(correct) / double(seen), test_acc, seconds,
+          double(seen) / epoch_train);
+      if (csv.is_open())
+        csv << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.3f}\n", epoch + 1, loss / double(seen),
+                           double(correct) / double(seen), test_acc, seconds)
+            << std::flush;
+      if (!ckpt_path.empty()) {
+        std::filesystem::create_directories(o.checkpoint);
+        nn::TensorFile ck = snapshot(trainer, spec, true);
+        ck.meta["kind"] = "checkpoint";
+        ck.meta["epoch"] = epoch;
+        ck.meta["seed"] = seed;
+        ck.meta["epochs"] = history;
+        nn::save_tensor_file(ckpt_path, ck).throw_if_error();
+      }
+      if (o.steps && steps >= o.steps) break;
+    }
+  } catch (const trusted::IntegrityStop& e) {
+    restarts.push_back({{"reason", e.what()},
+                        {"epochs_done", history.size()},
+                        {"integrity", integrity_now(false)}});
+    finish(e.what());
+    throw;
   }
-  const double seconds = now() - t_start;
   if (!o.save.empty()) {
     nn::TensorFile f = snapshot(trainer, spec, false);
     f.meta["kind"] = "model";
@@ -359,56 +437,32 @@ int run_train(const TrainOptions& o) {
     nn::export_onnx(
         trainer.graph(), [&](int i) { return engine->read_weights(i); }, o.export_onnx)
         .throw_if_error();
-  const trusted::RunStats& st = trainer.stats();
-  std::printf(
-      "  peak trusted memory %.1f MiB; forward: encode %.2f s, accelerator %.2f s, "
-      "decode %.2f s, non-linear %.2f s; backward: encode %.2f s, accelerator %.2f s, "
-      "decode %.2f s, non-linear %.2f s\n",
-      st.peak_trusted_bytes / 1048576.0, st.times.encode, st.times.accelerator, st.times.decode,
-      st.times.nonlinear, st.backward_times.encode, st.backward_times.accelerator,
-      st.backward_times.decode, st.backward_times.nonlinear);
-  json integrity_json;
-  if (o.integrity != "none" || faults) {
-    trusted::IntegrityCounters ic = dk ? dk->integrity() : trusted::IntegrityCounters{};
-    if (faults && integrity == trusted::IntegrityMode::none) ic.injected = faults->injected();
-    const std::optional<WorkerFaults> worker = worker_faults(*accel);
-    integrity_json = integrity_report(o.integrity, o.inject_faults,
-                                      faults ? faults->operations() : 0, ic, worker);
-    print_integrity(o.integrity, ic, worker);
-  }
-  if (!o.report.empty()) {
-    json rep;
-    if (!integrity_json.is_null()) rep["integrity"] = integrity_json;
-    rep["mode"] = o.mode;
-    rep["model"] = o.model;
-    rep["data"] = o.data;
-    rep["batch"] = o.batch;
-    rep["images_per_pass"] = per_pass;
-    if (o.mode == "darknight") {
-      rep["virtual_batch"] = o.k;
-      rep["noise_mean"] = o.noise_mean;
-      rep["noise_std"] = o.noise_std;
-      rep["grad_decode"] = o.grad_decode;
-    }
-    rep["precision"] = o.precision;
-    rep["epochs"] = history;
-    rep["final_test_accuracy"] =
-        history.empty() ? 0.0 : history.back()["test_accuracy"].get<double>();
-    rep["peak_trusted_bytes"] = st.peak_trusted_bytes;
-    rep["seconds"] = seconds;
-    rep["train_seconds"] = train_seconds;
-    rep["steps"] = steps;
-    rep["images"] = st.images;
-    rep["seconds_by_kind"] = {{"forward", times_json(st.times)},
-                              {"backward", times_json(st.backward_times)}};
-    rep["accelerator_calls"] = st.accelerator_calls;
-    rep["bytes_to_accelerator"] = st.bytes_to_accelerator;
-    rep["bytes_from_accelerator"] = st.bytes_from_accelerator;
-    std::ofstream f(o.report);
-    DK_CHECK(f.good(), "cannot write the report {}", o.report);
-    f << rep.dump(2) << "\n";
-  }
+  finish("");
   return 0;
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& o) {
+  json restarts = json::array();
+  try {
+    return train_once(o, restarts);
+  } catch (const trusted::IntegrityStop& e) {
+    if (o.fallback_accelerator.empty()) throw;
+    // The weights on the failed accelerator cannot be trusted: restore the last checkpoint
+    // (its weights were verified, with Freivalds' check) or the initial weights on the
+    // fallback, which is not faulted on purpose, and continue there.
+    TrainOptions f = o;
+    f.accelerator = o.fallback_accelerator;
+    f.fallback_accelerator.clear();
+    f.inject_faults.clear();
+    f.resume = !o.checkpoint.empty() && std::filesystem::exists(o.checkpoint + "/checkpoint.dkm");
+    restarts.back()["restored"] = f.resume ? "checkpoint" : "initial weights";
+    restarts.back()["accelerator"] = f.accelerator;
+    std::fprintf(stderr, "darknight: %s\ndarknight: restoring the %s on %s and continuing\n",
+                 e.what(), f.resume ? "last checkpoint" : "initial weights", f.accelerator.c_str());
+    return train_once(f, restarts);
+  }
 }
 
 }  // namespace darknight::app

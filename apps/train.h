@@ -30,6 +30,7 @@ struct TrainOptions {
   std::string grad_decode = "trusted";
   std::string checkpoint;
   bool resume = false;
+  std::string fallback_accelerator;
   std::string metrics;
   std::string report;
   uint64_t seed = 0;

@@ -4,7 +4,7 @@
 # Run: scripts/integrity_measurements.sh [faults|train|spread|cost|all]   (after make build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dk=build/darknight
+dk=${DK:-build/darknight}  # DK: a frozen copy while sources change
 out=results/integrity
 mkdir -p "$out"
 what=${1:-all}
@@ -33,17 +33,32 @@ train_common=(--model fmnist-cnn --data fashion-mnist --limit 6400 --test-limit 
               --mode darknight --grad-decode folded --lr 0.05 --momentum 0.9 --weight-decay 5e-4)
 
 if [[ $what == train || $what == all ]]; then
-  # A short training run: 400 steps of 16 Fashion-MNIST images (K = 4, folded gradient
-  # decode), 30% of the linear operations faulted (forward, backward-data and
-  # backward-weights, about 1300 faults per kind), and the same run unfaulted, with and
-  # without checks.
-  common=("${train_common[@]}" --seed 3)
-  $dk train "${common[@]}" --report "$out/train-clean-none.json" | tail -1
-  $dk train "${common[@]}" --integrity freivalds --report "$out/train-clean-freivalds.json" | tail -1
-  for kind in bitflip scale wrong-weights drop adversarial; do
-    $dk train "${common[@]}" --integrity freivalds --inject-faults "$kind:0.3:7" \
-      --report "$out/train-$kind-freivalds.json" 2>/dev/null | tail -1
+  # A short training run: 400 steps of 16 Fashion-MNIST images (folded gradient decode;
+  # K = 4 with Freivalds' check, K = 3 with the redundant mixture as in the paper), 30% of
+  # the linear operations faulted (forward, backward-data and backward-weights), in f32 and
+  # in f64 mixtures, each with the same run unfaulted: same --seed, same blinding, so the
+  # saved models can be compared bit for bit. Two runs at a time, one thread each.
+  export OMP_NUM_THREADS=1
+  # MODES: a subset of "none freivalds redundant" to rerun.
+  runs=()
+  for prec in f32 f64; do
+    for mode in ${MODES:-none freivalds redundant}; do
+      k=4; [[ $mode == redundant ]] && k=3
+      kinds="clean bitflip scale wrong-weights drop adversarial"; [[ $mode == none ]] && kinds=clean
+      for kind in $kinds; do runs+=("$prec $mode $k $kind"); done
+    done
   done
+  for run in "${runs[@]}"; do
+    set -- $run
+    faults=(); [[ $4 != clean ]] && faults=(--inject-faults "$4:0.3:7")
+    name="train-$1-$2-$4"
+    while (( $(jobs -rp | wc -l) >= 2 )); do wait -n; done
+    $dk train "${train_common[@]}" --seed 3 --precision "$1" --integrity "$2" -k "$3" "${faults[@]}" \
+      --save "$out/$name.dkmodel" --report "$out/$name.json" > "$out/$name.log" 2>&1 ||
+      echo "$name stopped: $(tail -1 "$out/$name.log")" &
+  done
+  wait
+  unset OMP_NUM_THREADS
   python3 scripts/integrity_table.py "$out" train
 fi
 
@@ -71,10 +86,15 @@ if [[ $what == cost || $what == all ]]; then
     $dk infer --model vgg16 --data synthetic --limit 256 --batch 64 -k "$2" --warmup 1 \
       --integrity "$1" --report "$out/cost-vgg16-$1-k$2.json" | head -2
   done
-  # A VGG16 training step at 32x32 (batch 32, K = 4, folded decode), 3 steps.
-  for mode in none freivalds; do
-    $dk train --model vgg16 --input-size 32 --data synthetic --limit 96 --test-limit 32 \
-      --batch 32 -k 4 --mode darknight --grad-decode folded --steps 3 --lr 0.01 --seed 1 \
-      --integrity $mode --report "$out/cost-vgg16-train-$mode.json" | tail -2
+  # A VGG16 training step at 32x32 (batch 32, folded decode), 3 steps, in f32 and f64
+  # mixtures (f64: what makes faulted training end exactly as clean training, SECURITY.md).
+  for prec in f32 f64; do
+    for run in "none 4" "redundant 4" "redundant 3" "freivalds 4"; do
+      set -- $run
+      $dk train --model vgg16 --input-size 32 --data synthetic --limit 96 --test-limit 32 \
+        --batch 32 -k "$2" --mode darknight --grad-decode folded --steps 3 --lr 0.01 --seed 1 \
+        --precision $prec --integrity "$1" \
+        --report "$out/cost-vgg16-train-$1-k$2-$prec.json" | tail -2
+    done
   done
 fi

@@ -21,17 +21,33 @@ if len(sys.argv) > 2 and sys.argv[2] == "spread":
               f"| {'yes' if clean[0] <= a <= clean[-1] else 'no'} |")
     sys.exit(0)
 if len(sys.argv) > 2 and sys.argv[2] == "train":
-    base = json.loads((out / "train-clean-none.json").read_text())
-    print("| training run | injected | above tolerance | detected | recomputed | false alarms "
-          "| final test accuracy |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    print(f"| unchecked, no faults | - | - | - | - | - | {base['final_test_accuracy']:.4f} |")
-    for name in ["clean", "bitflip", "scale", "wrong-weights", "drop", "adversarial"]:
-        r = json.loads((out / f"train-{name}-freivalds.json").read_text())
-        i = r["integrity"]
-        label = "freivalds, no faults" if name == "clean" else f"freivalds, {name}"
-        print(f"| {label} | {i['injected']} | {i['injected_above_tolerance']} | {i['detected']} "
-              f"| {i['recomputed']} | {i['false_alarms']} | {r['final_test_accuracy']:.4f} |")
+    print("| precision | check | fault | injected | above tolerance | detected | undetected "
+          "| false alarms | final test accuracy | model = clean run's |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
+    for prec in ["f32", "f64"]:
+        for mode in ["none", "freivalds", "redundant"]:
+            ref = out / f"train-{prec}-{mode}-clean.dkmodel"
+            clean = ref.read_bytes() if ref.exists() else None
+            for kind in ["clean", "bitflip", "scale", "wrong-weights", "drop", "adversarial"]:
+                if mode == "none" and kind != "clean":
+                    continue
+                f = out / f"train-{prec}-{mode}-{kind}.json"
+                label = "(none)" if kind == "clean" else kind
+                if not f.exists():
+                    print(f"| {prec} | {mode} | {label} | stopped: "
+                          f"{(out / f.name.replace('.json', '.log')).read_text().splitlines()[-1]} |")
+                    continue
+                r = json.loads(f.read_text())
+                i = r.get("integrity", {})
+                model = out / f.name.replace(".json", ".dkmodel")
+                same = clean and model.exists() and model.read_bytes() == clean
+                cells = ["-"] * 5 if mode == "none" else [
+                    i["injected"], i["injected_above_tolerance"], i["detected"],
+                    i["injected"] - i["detected"], i["false_alarms"]]
+                acc = (f"stopped: {r['stopped'].split(';')[0]}" if "stopped" in r
+                       else f"{r['final_test_accuracy']:.4f}")
+                print(f"| {prec} | {mode} | {label} | " + " | ".join(map(str, cells)) +
+                      f" | {acc} | {'yes' if same else 'no'} |")
     sys.exit(0)
 print("| check | fault | injected | above tolerance | corrupting | detected | recomputed "
       "| trusted fallback | false alarms | accuracy (clean) |")

@@ -117,5 +117,34 @@ if python3 -c "import onnx" 2>/dev/null; then
     fail "the exported model fails onnx.checker"
 fi
 
+# Checked training (redundant, f64): dropped mixtures are all caught and the faulted run
+# saves exactly the clean run's model; the checks need the folded gradient decode.
+chk=(train --model fmnist-cnn --data synthetic --limit 48 --test-limit 16 --batch 16 --seed 5
+     --precision f64 --integrity redundant -k 3)
+ok "$dk" "${chk[@]}" --grad-decode folded --save "$tmp/c0.dkm"
+ok "$dk" "${chk[@]}" --grad-decode folded --inject-faults drop:0.3:2 --save "$tmp/c1.dkm" \
+  --report "$tmp/c1.json"
+[ "$(json "$tmp/c1.json" "r['integrity']['mode'] == 'redundant' and r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected_above_tolerance'] > 0 and r['integrity']['false_alarms'] == 0")" = True ] ||
+  fail "redundant training: faults not all detected: $(json "$tmp/c1.json" "r['integrity']")"
+cmp -s "$tmp/c0.dkm" "$tmp/c1.dkm" || fail "a faulted, checked training run saves another model"
+refuses "needs --mode darknight --grad-decode folded" "$dk" "${chk[@]}" --grad-decode trusted
+
+# An accelerator that keeps failing Freivalds' check (60% of its operations dropped) stops
+# the run; --fallback-accelerator restores the last checkpoint on another one and goes on:
+# the same model as a clean run resumed from its checkpoint after the same epoch (f64).
+fb=(train --model fmnist-cnn --data synthetic --limit 96 --test-limit 16 --batch 16 --seed 5
+    --precision f64 --integrity freivalds --grad-decode folded --lr 0.05 --momentum 0.9)
+ok "$dk" "${fb[@]}" --epochs 1 --checkpoint "$tmp/fc"
+ok "$dk" "${fb[@]}" --epochs 3 --checkpoint "$tmp/fc" --resume --save "$tmp/f0.dkm"
+refuses "failed the check" "$dk" "${fb[@]}" --epochs 3 --inject-faults drop:0.6:3 --checkpoint "$tmp/fx" \
+  --report "$tmp/fx.json"
+[ "$(json "$tmp/fx.json" "'failed the check' in r['stopped'] and r['integrity']['detected'] > 0")" = True ] ||
+  fail "a stopped run's report lacks what stopped it or its counts"
+ok "$dk" "${fb[@]}" --epochs 3 --inject-faults drop:0.6:3 --checkpoint "$tmp/fd" \
+  --fallback-accelerator cpu --save "$tmp/f1.dkm" --report "$tmp/f1.json"
+[ "$(json "$tmp/f1.json" "r['restarts'][0]['restored'] == 'checkpoint' and r['restarts'][0]['epochs_done'] == 1 and r['restarts'][0]['integrity']['detected'] > 0 and len(r['epochs']) == 3")" = True ] ||
+  fail "fallback: restarts $(json "$tmp/f1.json" "r.get('restarts')")"
+cmp -s "$tmp/f0.dkm" "$tmp/f1.dkm" || fail "the run restored on the fallback ends with another model"
+
 [ $failures -eq 0 ] && echo "cli: ok"
 exit $failures

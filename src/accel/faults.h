@@ -67,6 +67,13 @@ class FaultInjector {
   std::mt19937_64 gen_;
   int64_t operations_ = 0, injected_ = 0;
   std::vector<FaultRecord> records_;
+  /// The last backward-weights operation (adversarial): a redundant pair's first.
+  struct Pair {
+    bool open = false;
+    const Buffer* src = nullptr;
+    Shape shape;
+    std::vector<double> error;  ///< what it added (empty: not faulted)
+  } pair_;
 };
 
 }  // namespace darknight::accel

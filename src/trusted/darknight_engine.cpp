@@ -242,12 +242,18 @@ int64_t DarKnightEngine::backward_scratch_bytes(const nn::Node& node, int64_t in
       node.is_linear()
           ? (node.op == nn::Op::conv ? node.conv.weight_shape() : node.dense.weight_shape()).numel()
           : 0;
+  const int64_t n = k + 1 + encoder_.options().redundancy;
   const int64_t grads = grad_decode_ == GradDecode::trusted
-                            ? (k + 1) * std::min(w, tile) * e + std::min(w, tile) * 8
+                            ? n * std::min(w, tile) * e + std::min(w, tile) * 8
                             : 0;
-  return std::max({(k + 1) * std::min(node.shape.numel(), tile) * e,
-                   (k + 1) * std::min(in_numel, tile) * e, grads}) +
-         64 * 2048 * 8;
+  // With checks, the gradient comes back whole (freivalds), or both gradients (redundant),
+  // with an f64 copy.
+  const int64_t checked = integrity_ == IntegrityMode::none        ? 0
+                          : integrity_ == IntegrityMode::freivalds ? (e + 8) * w
+                                                                   : 2 * (e + 8) * w;
+  return std::max({n * std::min(node.shape.numel(), tile) * e, n * std::min(in_numel, tile) * e,
+                   grads}) +
+         checked + 64 * 2048 * 8;
 }
 
 template <typename T>
@@ -353,7 +359,7 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
     if (!check) break;
     const bool ok = check->passed();
     account(
-        node, ok, [&](const Tensor64& e) { return check->above_tolerance(e); },
+        node, "forward", ok, [&](const Tensor64& e) { return check->above_tolerance(e); },
         [&](const Tensor64& e) { return check->corrupts(e); });
     if (ok) break;
     if (attempt == 0) {
@@ -375,29 +381,37 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   return dst;
 }
 
-void DarKnightEngine::account(const nn::Node& node, bool passed,
+std::vector<accel::FaultRecord> DarKnightEngine::take_faults() {
+  return ledger_ ? ledger_->take() : std::vector<accel::FaultRecord>{};
+}
+
+void DarKnightEngine::account(const nn::Node& node, const char* op, bool passed,
                               const std::function<bool(const Tensor64&)>& above,
-                              const std::function<bool(const Tensor64&)>& corrupts) {
+                              const std::function<bool(const Tensor64&)>& corrupts,
+                              std::optional<std::vector<accel::FaultRecord>> taken) {
   counters_.checks += 1;
-  const std::vector<accel::FaultRecord> faults =
-      ledger_ ? ledger_->take() : std::vector<accel::FaultRecord>{};
+  const std::vector<accel::FaultRecord> faults = taken ? std::move(*taken) : take_faults();
   for (const accel::FaultRecord& f : faults) {
     counters_.injected += 1;
     counters_.injected_above_tolerance += above(f.error);
     if (corrupts) counters_.corrupting += corrupts(f.error);
   }
   if (!passed)
-    counters_.failed(IntegrityCounters::attribution(ledger_, be_, !faults.empty()), node.name,
-                     to_string(integrity_));
+    counters_.failed(IntegrityCounters::attribution(ledger_, be_, std::ssize(faults)), node.name,
+                     op, to_string(integrity_));
 }
 
-void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op) {
-  constexpr int kRecomputes = 8;
-  DK_CHECK(attempt < kRecomputes,
-           "integrity: layer '{}': the accelerator's {} failed the check {} times in a row; "
-           "stopping. The weights are only on the accelerator: resume from the last checkpoint "
-           "(--resume) with a healthy one",
-           node.name, op, kRecomputes + 1);
+void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op,
+                                        int operations) {
+  // The limit is on the accelerator's operations: an attempt of the redundant check's
+  // gradient pair is two of them, each of which may fail.
+  const int limit = 8 * operations;
+  if (attempt >= limit)
+    throw IntegrityStop(fmt::format(
+        "integrity: layer '{}': the accelerator's {} failed the check {} times in a row; "
+        "stopping. The weights are only on the accelerator: resume from the last checkpoint "
+        "(--resume, or --fallback-accelerator) with a healthy one",
+        node.name, op, limit + 1));
   counters_.recomputed += 1;
 }
 
@@ -405,9 +419,8 @@ void DarKnightEngine::ensure_train_digests() {
   if (!train_digests_.empty()) return;
   for (size_t i = 0; i < weights_.size(); ++i) {
     const Tensor w = be_.read_weights(*weights_[i]);
-    DK_CHECK(digests_[i]->matches(w),
-             "integrity: the weights on the accelerator differ from the "
-             "ones loaded");
+    if (!digests_[i]->matches(w))
+      throw IntegrityStop("integrity: the weights on the accelerator differ from the ones loaded");
     train_digests_.push_back(
         TrainDigest::make(w, be_.read_momentum(*weights_[i]), groups_[i], *check_rng_));
   }
@@ -415,10 +428,11 @@ void DarKnightEngine::ensure_train_digests() {
 
 void DarKnightEngine::fallback(const nn::Node& node, const Tensor& src, Tensor& dst) {
   const Tensor w = be_.read_weights(*weights_[static_cast<size_t>(node.weights)]);
-  DK_CHECK(digest(node.weights).matches(w),
-           "integrity: layer '{}': the accelerator keeps failing checks and the weights it "
-           "returns differ from the verified ones; no trustworthy result can be computed",
-           node.name);
+  if (!digest(node.weights).matches(w))
+    throw IntegrityStop(fmt::format(
+        "integrity: layer '{}': the accelerator keeps failing checks and the weights it "
+        "returns differ from the verified ones; no trustworthy result can be computed",
+        node.name));
   const Tensor y = trusted_linear(Geometry::of(node, item_of(src.shape())), w, src);
   const int64_t m = dst.shape()[0], s = dst.shape().item_numel();
   std::copy(y.data(), y.data() + y.numel(), dst.data());
@@ -433,24 +447,24 @@ Tensor DarKnightEngine::forward(const nn::Node& node, Tensor& src, bool consume,
 
 template <typename T>
 Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunStats& stats) {
-  DK_CHECK(integrity_ != IntegrityMode::redundant,
-           "the redundant check is implemented for inference only (docs/SECURITY.md)");
   DK_CHECK(integrity_ == IntegrityMode::none || grad_decode_ == GradDecode::folded,
            "integrity checks in training need --grad-decode folded (docs/SECURITY.md)");
+  const CodecOptions& o = encoder_.options();
   const int64_t m = src.shape()[0], s_in = src.shape().item_numel();
-  const int64_t mixtures = mixture_count(split_virtual_batches(m, encoder_.options().k));
+  const int64_t mixtures = mixture_count(split_virtual_batches(m, o.k), o.redundancy);
   Kept& kept = kept_[node.weights];
   kept.secrets.clear();
   kept.in_shape = src.shape().with_batch(mixtures);
   std::optional<ForwardCheck> check;
+  const Geometry geo = Geometry::of(node, item_of(src.shape()));
   if (integrity_ == IntegrityMode::freivalds) {
     ensure_train_digests();
-    static const MixingList no_mixings;  // the freivalds check needs none
     const TrainDigest& td = *train_digests_[static_cast<size_t>(node.weights)];
-    const Geometry geo = Geometry::of(node, item_of(src.shape()));
-    const DType p = encoder_.options().precision;
-    check.emplace(integrity_, geo, *td.fwd, no_mixings, mixtures, p);
-    kept.grad_check = std::make_unique<WeightGradCheck>(geo, td, mixtures, p);
+    check.emplace(integrity_, geo, *td.fwd, kept.secrets, mixtures, o.precision);
+    kept.grad_check = std::make_unique<WeightGradCheck>(geo, td, mixtures, o.precision);
+  } else if (integrity_ == IntegrityMode::redundant) {
+    check.emplace(integrity_, geo, digest(node.weights), kept.secrets, mixtures, o.precision);
+    kept.pair_check = std::make_unique<GradPairCheck>(geo, mixtures, o.k + 2, o.precision);
   }
   // The layer's input mixtures stay on the accelerator for the weight gradient.
   accel::Buffer& in = train_inputs_.get(node.weights, kept.in_shape);
@@ -461,7 +475,8 @@ Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunSt
     sink = [&check, &kept, send = std::move(sink)](const BlindedT<T>& rows, int64_t first,
                                                    int64_t e0) {
       check->on_input(rows, first, e0);
-      kept.grad_check->on_forward_input(rows, first, e0);
+      if (kept.grad_check) kept.grad_check->on_forward_input(rows, first, e0);
+      if (kept.pair_check) kept.pair_check->on_forward_input(rows, first, e0);
       send(rows, first, e0);
     };
   train_encoder_.encode_inputs<T>(src, kept.secrets, sink);
@@ -487,7 +502,7 @@ Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunSt
     t3 += now() - a1;
     if (!check) break;
     const bool ok = check->passed();
-    account(node, ok, [&](const Tensor64& e) { return check->above_tolerance(e); });
+    account(node, "forward", ok, [&](const Tensor64& e) { return check->above_tolerance(e); });
     if (ok) break;
     recompute_or_stop(node, attempt, "forward");
   }
@@ -522,21 +537,42 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   // Mix the deltas (no noise) and send them.
   double t0 = now();
   accel::Buffer& dd = buffers_.get(2, delta.shape().with_batch(mixtures));
-  const bool checked = integrity_ == IntegrityMode::freivalds;
-  std::optional<BackwardDataCheck> dcheck;
-  if (checked && input_grad)
-    dcheck.emplace(Geometry::of(node, item_of(kept.in_shape)),
-                   *train_digests_[static_cast<size_t>(node.weights)], mixtures,
-                   encoder_.options().precision);
+  const bool checked = integrity_ != IntegrityMode::none;
+  const bool redundant = integrity_ == IntegrityMode::redundant;
+  const Geometry geo = Geometry::of(node, item_of(kept.in_shape));
+  const DType precision = encoder_.options().precision;
+  std::optional<BackwardDataCheck> dcheck;    // freivalds
+  std::optional<RedundantDataCheck> rdcheck;  // redundant
+  if (checked && input_grad) {
+    if (redundant)
+      rdcheck.emplace(geo, digest(node.weights), kept.secrets, mixtures, precision);
+    else
+      dcheck.emplace(geo, *train_digests_[static_cast<size_t>(node.weights)], mixtures,
+                     precision);
+  }
   MixtureSink<T> sink = uploader<T>(dd, s_out, up, stats);
   if (checked)
-    sink = [&dcheck, &kept, send = std::move(sink)](const BlindedT<T>& rows, int64_t first,
-                                                    int64_t e0) {
+    sink = [&, send = std::move(sink)](const BlindedT<T>& rows, int64_t first, int64_t e0) {
       if (dcheck) dcheck->on_input(rows, first, e0);
-      kept.grad_check->on_delta(rows, first, e0);
+      if (rdcheck) rdcheck->on_input(rows, first, e0);
+      if (kept.grad_check) kept.grad_check->on_delta(rows, first, e0);
+      if (kept.pair_check) kept.pair_check->on_delta(rows, first, e0, 0);
       send(rows, first, e0);
     };
   train_encoder_.encode_deltas<T>(delta, kept.secrets, folded, sink);
+  // With the redundant check, the second mixing of the deltas, for the second gradient.
+  accel::Buffer* dd2 = nullptr;
+  if (redundant) {
+    dd2 = &buffers_.get(6, dd.shape());
+    MixtureSink<T> send2 = uploader<T>(*dd2, s_out, up, stats);
+    train_encoder_.encode_deltas<T>(
+        delta, kept.secrets, folded,
+        [&](const BlindedT<T>& rows, int64_t first, int64_t e0) {
+          kept.pair_check->on_delta(rows, first, e0, 1);
+          send2(rows, first, e0);
+        },
+        true);
+  }
   double t1 = now();
   t.encode += t1 - t0 - up;
   t.accelerator += up;
@@ -558,20 +594,24 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
       t.accelerator += t1 - t0;
       down = 0;
       OutputFetch<T> fetch = downloader<T>(dxb, s_in, down, stats);
-      if (dcheck) {
-        dcheck->begin_outputs();
-        fetch = [&dcheck, get = std::move(fetch)](TensorT<T>& rows, int64_t first, int64_t e0) {
+      if (checked) {
+        if (dcheck) dcheck->begin_outputs();
+        if (rdcheck) rdcheck->begin_outputs();
+        fetch = [&, get = std::move(fetch)](TensorT<T>& rows, int64_t first, int64_t e0) {
           get(rows, first, e0);
-          dcheck->on_output(rows, first, e0);
+          if (dcheck) dcheck->on_output(rows, first, e0);
+          if (rdcheck) rdcheck->on_output(rows, first, e0);
         };
       }
       train_encoder_.decode_input_grads<T>(kept.secrets, dx, fetch, folded);
       const double t2 = now();
       t.decode += t2 - t1 - down;
       t.accelerator += down;
-      if (!dcheck) break;
-      const bool ok = dcheck->passed();
-      account(node, ok, [&](const Tensor64& e) { return dcheck->above_tolerance(e); });
+      if (!checked) break;
+      const bool ok = dcheck ? dcheck->passed() : rdcheck->passed();
+      account(node, "backward-data", ok, [&](const Tensor64& e) {
+        return dcheck ? dcheck->above_tolerance(e) : rdcheck->above_tolerance(e);
+      });
       if (ok) break;
       recompute_or_stop(node, attempt, "backward-data");
     }
@@ -587,8 +627,19 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
   };
   if (folded) {
     // sum_j Eq_j over every mixture of the pass is the gradient: it stays on the
-    // accelerator (with freivalds, a copy comes back to be checked before it is applied).
+    // accelerator (with checks, a copy comes back to be checked before it is applied; with
+    // the redundant one, the second gradient too).
     accel::Buffer& g = buffers_.get(4, ws);
+    accel::Buffer* g2 = redundant ? &buffers_.get(7, ws) : nullptr;
+    auto fetch_grad = [&](const accel::Buffer& b) {
+      const double f0 = now();
+      auto host = TensorT<T>::uninitialized(ws);
+      be_.download(b, host);
+      be_.wait();
+      stats.bytes_from_accelerator += static_cast<int64_t>(host.bytes());
+      t.accelerator += now() - f0;
+      return host.template cast<double>();
+    };
     for (int attempt = 0;; ++attempt) {
       t0 = now();
       backward_weights(in, dd, g);
@@ -596,19 +647,42 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
       stats.accelerator_calls += 1;
       t.accelerator += now() - t0;
       if (!checked) break;
-      t0 = now();
-      auto host = TensorT<T>::uninitialized(ws);
-      be_.download(g, host);
-      be_.wait();
-      stats.bytes_from_accelerator += static_cast<int64_t>(host.bytes());
-      const double t1b = now();
-      t.accelerator += t1b - t0;
-      const bool ok = kept.grad_check->check(host.template cast<double>(),
-                                             *train_digests_[static_cast<size_t>(node.weights)]);
-      t.decode += now() - t1b;
-      account(node, ok, [&](const Tensor64& e) { return kept.grad_check->above_tolerance(e); });
+      bool ok = false;
+      if (redundant) {
+        // Faults of each computation apart: the check sees the difference of their errors.
+        std::vector<accel::FaultRecord> faults = take_faults();
+        t0 = now();
+        backward_weights(in, *dd2, *g2);
+        be_.wait();
+        stats.accelerator_calls += 1;
+        t.accelerator += now() - t0;
+        std::vector<accel::FaultRecord> second = take_faults();
+        const Tensor64 a = fetch_grad(g), b = fetch_grad(*g2);
+        const double c0 = now();
+        ok = kept.pair_check->check(a, b);
+        bool above = false;
+        if (!faults.empty() || !second.empty()) {
+          Tensor64 e(ws);
+          for (const auto& f : faults)
+            for (int64_t i = 0; i < e.numel(); ++i) e[i] += f.error[i];
+          for (const auto& f : second)
+            for (int64_t i = 0; i < e.numel(); ++i) e[i] -= f.error[i];
+          above = kept.pair_check->above_tolerance(e);
+        }
+        t.decode += now() - c0;
+        for (auto& f : second) faults.push_back(std::move(f));
+        account(node, "backward-weights", ok, [above](const Tensor64&) { return above; }, {},
+                std::move(faults));
+      } else {
+        const Tensor64 host = fetch_grad(g);
+        const double c0 = now();
+        ok = kept.grad_check->check(host, *train_digests_[static_cast<size_t>(node.weights)]);
+        t.decode += now() - c0;
+        account(node, "backward-weights", ok,
+                [&](const Tensor64& e) { return kept.grad_check->above_tolerance(e); });
+      }
       if (ok) break;
-      recompute_or_stop(node, attempt, "backward-weights");
+      recompute_or_stop(node, attempt, "backward-weights", redundant ? 2 : 1);
     }
     t0 = now();
     be_.accumulate_grad(w, g);
@@ -673,29 +747,50 @@ Tensor DarKnightEngine::backward(const nn::Node& node, const Tensor& delta, bool
 void DarKnightEngine::step(const SgdParams& p) {
   for (auto& w : weights_) be_.sgd_step(*w, p);
   be_.wait();
+  if (integrity_ == IntegrityMode::redundant) {
+    // The redundant checks' tolerances scale with the weights' norms: renewed from the
+    // weights read back (unverified: see docs/SECURITY.md).
+    for (size_t i = 0; i < weights_.size(); ++i)
+      digests_[i] = std::make_unique<WeightDigest>(be_.read_weights(*weights_[i]), groups_[i],
+                                                   integrity_, *check_rng_);
+    return;
+  }
   if (integrity_ != IntegrityMode::freivalds || train_digests_.empty()) return;
   // The weights and momentum after the step must be what the verified gradients give; then
   // fresh projections for the next step.
   for (size_t i = 0; i < weights_.size(); ++i) {
     const Tensor w = be_.read_weights(*weights_[i]);
     const Tensor v = be_.read_momentum(*weights_[i]);
-    DK_CHECK(train_digests_[i]->verify_step(w, v, p),
-             "integrity: the weights of linear layer {} after the SGD step differ from what the "
-             "verified gradient gives; stopping. Resume from the last checkpoint (--resume) with "
-             "a healthy accelerator",
-             i);
+    if (!train_digests_[i]->verify_step(w, v, p))
+      throw IntegrityStop(fmt::format(
+          "integrity: the weights of linear layer {} after the SGD step differ from what the "
+          "verified gradient gives; stopping. Resume from the last checkpoint (--resume, or "
+          "--fallback-accelerator) with a healthy accelerator",
+          i));
     train_digests_[i] = TrainDigest::make(w, v, groups_[i], *check_rng_);
   }
 }
 
 Tensor DarKnightEngine::read_weights(int index) {
-  return be_.read_weights(*weights_.at(static_cast<size_t>(index)));
+  Tensor w = be_.read_weights(*weights_.at(static_cast<size_t>(index)));
+  // With Freivalds' check in training, what is saved (checkpoints, the model) must be the
+  // weights verified after the last step.
+  if (!train_digests_.empty() && !train_digests_[static_cast<size_t>(index)]->fwd->matches(w))
+    throw IntegrityStop(fmt::format(
+        "integrity: the accelerator returns weights {} that differ from the verified ones", index));
+  return w;
 }
 Tensor64 DarKnightEngine::read_grad(int index) {
   return be_.read_grad(*weights_.at(static_cast<size_t>(index)));
 }
 Tensor DarKnightEngine::read_momentum(int index) {
-  return be_.read_momentum(*weights_.at(static_cast<size_t>(index)));
+  Tensor v = be_.read_momentum(*weights_.at(static_cast<size_t>(index)));
+  const auto* d = train_digests_.empty() ? nullptr : train_digests_[static_cast<size_t>(index)].get();
+  if (d && d->momentum && !d->momentum->matches(v))
+    throw IntegrityStop(fmt::format(
+        "integrity: the accelerator returns a momentum {} that differs from the verified one",
+        index));
+  return v;
 }
 void DarKnightEngine::write_momentum(int index, const Tensor& momentum) {
   be_.write_momentum(*weights_.at(static_cast<size_t>(index)), momentum);

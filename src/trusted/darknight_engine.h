@@ -35,8 +35,8 @@ class DarKnightEngine final : public TrainEngine {
                   int64_t precompute_bytes = 0, GradDecode grad_decode = GradDecode::trusted);
   ~DarKnightEngine() override;
 
-  /// Checks every linear operation's results (trusted/integrity.h; in training only
-  /// freivalds, with the folded gradient decode), drawing
+  /// Checks every linear operation's results (trusted/integrity.h; in training with the
+  /// folded gradient decode), drawing
   /// the check vectors from `rng` (a stream of its own). The codec options must have
   /// redundancy 1 for `redundant`. `ledger`, when faults are injected into the backend, is
   /// read to count them (measurement runs). Call before load().
@@ -97,13 +97,20 @@ class DarKnightEngine final : public TrainEngine {
   /// After a failed check: the layer computed in the trusted runtime with weights read back
   /// and verified against the load-time digest.
   void fallback(const nn::Node& node, const Tensor& src, Tensor& dst);
-  /// Counts a checked operation and what was injected into it (classified by `above` and
+  /// Counts a checked operation (`op`: forward, backward-data, backward-weights) and what
+  /// was injected into it (classified by `above` and
   /// `corrupts`, see IntegrityCounters); logs detections.
-  void account(const nn::Node& node, bool passed, const std::function<bool(const Tensor64&)>& above,
-               const std::function<bool(const Tensor64&)>& corrupts = {});
+  /// `taken`: the operation's fault records when already taken from the ledger.
+  void account(const nn::Node& node, const char* op, bool passed,
+               const std::function<bool(const Tensor64&)>& above,
+               const std::function<bool(const Tensor64&)>& corrupts = {},
+               std::optional<std::vector<accel::FaultRecord>> taken = std::nullopt);
+  /// The records of the faults injected since the last call (none without a ledger).
+  std::vector<accel::FaultRecord> take_faults();
   /// In training, after a failed check: counts a recomputation, or stops the run when
-  /// `attempt` recomputations have all failed.
-  void recompute_or_stop(const nn::Node& node, int attempt, const char* op);
+  /// `attempt` recomputations have all failed (8 per accelerator operation the check
+  /// covers: `operations`).
+  void recompute_or_stop(const nn::Node& node, int attempt, const char* op, int operations = 1);
   /// In training with checks: the per-layer digests, made from the weights (verified
   /// against the load-time hashes) and momentum on the accelerator.
   void ensure_train_digests();
@@ -117,6 +124,7 @@ class DarKnightEngine final : public TrainEngine {
     TrainingMixingList secrets;
     Shape in_shape;                               ///< of the mixtures on the accelerator
     std::unique_ptr<WeightGradCheck> grad_check;  ///< with freivalds
+    std::unique_ptr<GradPairCheck> pair_check;    ///< with redundant
   };
 
   accel::Backend& be_;
@@ -126,7 +134,7 @@ class DarKnightEngine final : public TrainEngine {
   TrainingEncoder train_encoder_;
   GradDecode grad_decode_;
   std::vector<accel::WeightsPtr> weights_;
-  accel::BufferArena buffers_;       // 0: input mixtures, 1: outputs, 2-5: backward pass
+  accel::BufferArena buffers_;       // 0: input mixtures, 1: outputs, 2-7: backward pass
   accel::BufferArena train_inputs_;  // per layer (weights index): its input mixtures
   // The overlapped path's two download areas, of one chunk each (trusted memory, counted in
   // scratch_bytes), grown when a layer needs more and kept: fresh ones for each chunk would

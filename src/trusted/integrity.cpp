@@ -8,15 +8,20 @@
 
 namespace darknight::trusted {
 
-void IntegrityCounters::failed(std::optional<bool> injected, const std::string& layer,
-                               const std::string& check) {
-  (!injected ? unattributed : *injected ? detected : false_alarms) += 1;
+void IntegrityCounters::failed(std::optional<int64_t> injected, const std::string& layer,
+                               const std::string& op, const std::string& check) {
+  if (!injected)
+    unattributed += 1;
+  else if (*injected == 0)
+    false_alarms += 1;
+  else
+    detected += *injected;
   const int64_t failures = detected + false_alarms + unattributed;
   if (failures <= 3)
     fmt::print(stderr,
-               "darknight: integrity: layer '{}': the accelerator's result failed the {} "
-               "check; not used, recomputing{}\n",
-               layer, check,
+               "darknight: integrity: layer '{}': the accelerator's {} failed the {} check; "
+               "not used, recomputing{}\n",
+               layer, op, check,
                failures == 3 ? " (further failures are counted in the report)" : "");
 }
 namespace {
@@ -25,6 +30,52 @@ constexpr double kLambda = 10;  // the rounding bounds' lambda (integrity.h)
 
 double unit_roundoff(DType t) {
   return t == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
+}
+
+/// The redundant checks' tolerance factor (times the weights' L1 norm): the accelerator's
+/// rounding bound `bound` plus that of the trusted side's own f64 sum of m terms, times
+/// f = sum_j |c_j| max|input_j|; plus m^2 2^-53 cond max_j max|input_j| for the null
+/// vector c itself, null only to double precision relative to a mixing of condition
+/// number `cond` (it matters with f64 mixtures, when the largest input, the noise, has a
+/// small c_j).
+double redundant_factor(double bound, const std::vector<double>& c, const Tensor64& max_in,
+                        int64_t first, double cond) {
+  const double m = double(c.size()), eps = std::ldexp(1.0, -53);
+  double f = 0, top = 0;
+  for (size_t r = 0; r < c.size(); ++r) {
+    f += std::abs(c[r]) * max_in[first + int64_t(r)];
+    top = std::max(top, max_in[first + int64_t(r)]);
+  }
+  return (bound + m * eps) * f + m * m * eps * cond * top;
+}
+
+/// The redundant checks' test: whether sum_j c_j y_j is within factor * l1[channel] for
+/// every element of the rows y ([n, len], elements e0.. of items whose channels have p
+/// elements each).
+template <typename T>
+bool null_sums_pass(const std::vector<double>& c, const T* y, int64_t len, int64_t e0, int64_t p,
+                    const std::vector<double>& l1, double factor) {
+  const int64_t n = static_cast<int64_t>(c.size());
+  bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+  for (int64_t i = 0; i < len; ++i) {
+    double res = 0;
+    for (int64_t r = 0; r < n; ++r) res += c[static_cast<size_t>(r)] * double(y[r * len + i]);
+    ok = ok && std::abs(res) <= factor * l1[static_cast<size_t>((e0 + i) / p)];
+  }
+  return ok;  // false for NaN
+}
+
+/// Whether an error `e` on the outputs (items of `item` elements) moves sum_j c_j y_j over
+/// mixtures first.. beyond the tolerance of null_sums_pass.
+bool null_sums_moved(const std::vector<double>& c, const Tensor64& e, int64_t first, int64_t item,
+                     int64_t p, const std::vector<double>& l1, double factor) {
+  for (int64_t i = 0; i < item; ++i) {
+    double eff = 0;
+    for (size_t r = 0; r < c.size(); ++r) eff += c[r] * e[(first + int64_t(r)) * item + i];
+    if (!(std::abs(eff) <= factor * l1[static_cast<size_t>(i / p)])) return true;
+  }
+  return false;
 }
 
 /// Advances (c, h, w) to the next element of a [C, H, W] item.
@@ -96,9 +147,15 @@ WeightDigest::WeightDigest(const Tensor& w, int64_t groups, IntegrityMode mode, 
                      w.bytes(), nullptr, 0);
   const int64_t o = w.shape()[0], per = w.numel() / o;  // per = I/g * KH * KW
   {
+    const int64_t kk = w.shape().rank() == 4 ? w.shape()[2] * w.shape()[3] : 1, cg = per / kk;
     row_l1_.assign(static_cast<size_t>(o), 0.0);
+    col_l1_.assign(static_cast<size_t>(cg * groups), 0.0);
     for (int64_t r = 0; r < o; ++r)
-      for (int64_t e = 0; e < per; ++e) row_l1_[r] += std::abs(double(w[r * per + e]));
+      for (int64_t e = 0; e < per; ++e) {
+        const double a = std::abs(double(w[r * per + e]));
+        row_l1_[static_cast<size_t>(r)] += a;
+        col_l1_[static_cast<size_t>(r / (o / groups) * cg + e / kk)] += a;
+      }
   }
   if (mode == IntegrityMode::freivalds) {
     s_.resize(static_cast<size_t>(kProjections * o));
@@ -132,8 +189,17 @@ bool WeightDigest::matches(const Tensor& w) const {
   return sodium_memcmp(h.data(), hash_.data(), h.size()) == 0;
 }
 
+int MixingView::virtual_batch_of(int64_t first) const {
+  int64_t start = 0;
+  for (size_t v = 0; v < size(); ++v) {
+    if (start == first) return static_cast<int>(v);
+    start += (*this)[v].mixtures();
+  }
+  throw Error(fmt::format("integrity: no virtual batch starts at mixture {}", first));
+}
+
 ForwardCheck::ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
-                           const MixingList& secrets, int64_t mixtures, DType precision)
+                           MixingView secrets, int64_t mixtures, DType precision)
     : mode_(mode),
       g_(g),
       th_(g.taps(true, true)),
@@ -199,15 +265,6 @@ void ForwardCheck::begin_outputs() {
   std::fill(got_abs_.data(), got_abs_.data() + got_abs_.numel(), 0.0);
 }
 
-int ForwardCheck::virtual_batch_of(int64_t first) const {
-  int64_t start = 0;
-  for (size_t v = 0; v < secrets_.size(); ++v) {
-    if (start == first) return static_cast<int>(v);
-    start += secrets_[v]->mixtures();
-  }
-  throw Error(fmt::format("integrity: no virtual batch starts at mixture {}", first));
-}
-
 template <typename T>
 void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) {
   const int64_t n = rows.shape()[0], len = rows.shape()[1], p = g_.oh * g_.ow;
@@ -232,25 +289,14 @@ void ForwardCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) 
     }
     return;
   }
-  const Mixing& mx = *secrets_[static_cast<size_t>(virtual_batch_of(first))];
+  const Mixing& mx = secrets_[static_cast<size_t>(secrets_.virtual_batch_of(first))];
   DK_CHECK(n == mx.mixtures() && mx.extra() == 1, "integrity: {} outputs for a virtual batch of {}",
            n, mx.mixtures());
-  double f = 0;
-  for (int64_t r = 0; r < n; ++r)
-    f += std::abs(mx.null(0, static_cast<int>(r))) * max_in_[first + r];
-  const std::vector<double>& l1 = d_.row_l1();
-  bool ok = true;
-#pragma omp parallel for schedule(static) reduction(&& : ok)
-  for (int64_t i = 0; i < len; ++i) {
-    double res = 0, mag = 0;
-    for (int64_t r = 0; r < n; ++r) {
-      const double v = mx.null(0, static_cast<int>(r)) * double(y[r * len + i]);
-      res += v, mag += std::abs(v);
-    }
-    const double tol = bound_ * l1[(e0 + i) / p] * f + 1e-12 * mag;
-    ok = ok && std::abs(res) <= tol;  // false for NaN
-  }
-  ok_ = ok_ && ok;
+  std::vector<double> c(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) c[static_cast<size_t>(r)] = mx.null(0, static_cast<int>(r));
+  ok_ = null_sums_pass(c, y, len, e0, p, d_.row_l1(),
+                       redundant_factor(bound_, c, max_in_, first, mx.condition_number())) &&
+        ok_;
 }
 
 bool ForwardCheck::passed() {
@@ -287,15 +333,13 @@ bool ForwardCheck::above_tolerance(const Tensor64& e) const {
     return false;
   }
   int64_t first = 0;
-  for (const auto& mp : secrets_) {
-    const Mixing& mx = *mp;
-    double f = 0;
-    for (int r = 0; r < mx.mixtures(); ++r) f += std::abs(mx.null(0, r)) * max_in_[first + r];
-    for (int64_t i = 0; i < item; ++i) {
-      double eff = 0;
-      for (int r = 0; r < mx.mixtures(); ++r) eff += mx.null(0, r) * e[(first + r) * item + i];
-      if (!(std::abs(eff) <= bound_ * d_.row_l1()[i / p] * f)) return true;
-    }
+  for (size_t v = 0; v < secrets_.size(); ++v) {
+    const Mixing& mx = secrets_[v];
+    std::vector<double> c(static_cast<size_t>(mx.mixtures()));
+    for (int r = 0; r < mx.mixtures(); ++r) c[static_cast<size_t>(r)] = mx.null(0, r);
+    if (null_sums_moved(c, e, first, item, p, d_.row_l1(),
+                        redundant_factor(bound_, c, max_in_, first, mx.condition_number())))
+      return true;
     first += mx.mixtures();
   }
   return false;
@@ -304,8 +348,8 @@ bool ForwardCheck::above_tolerance(const Tensor64& e) const {
 bool ForwardCheck::corrupts(const Tensor64& e) const {
   const int64_t p = g_.oh * g_.ow, item = g_.o * p;
   int64_t first = 0;
-  for (const auto& mp : secrets_) {
-    const Mixing& mx = *mp;
+  for (size_t v = 0; v < secrets_.size(); ++v) {
+    const Mixing& mx = secrets_[v];
     for (int i = 0; i < mx.k(); ++i) {
       double f = 0;
       for (int j = 0; j < mx.mixtures(); ++j) f += std::abs(mx.inv(i, j)) * max_in_[first + j];
@@ -330,6 +374,7 @@ std::unique_ptr<TrainDigest> TrainDigest::make(const Tensor& w, const Tensor& v,
   auto made = std::make_unique<TrainDigest>();
   TrainDigest& d = *made;
   d.fwd = std::make_unique<WeightDigest>(w, groups, IntegrityMode::freivalds, rng);
+  if (!v.empty()) d.momentum = std::make_unique<WeightDigest>(v, groups, IntegrityMode::none, rng);
   const int64_t o = w.shape()[0], per = w.numel() / o, og = o / groups;
   const int64_t kk = w.shape().rank() == 4 ? w.shape()[2] * w.shape()[3] : 1, cg = per / kk;
   const int64_t c = cg * groups, cols = per * groups;
@@ -589,6 +634,109 @@ bool WeightGradCheck::above_tolerance(const Tensor64& e) const {
   return false;
 }
 
+RedundantDataCheck::RedundantDataCheck(const Geometry& g, const WeightDigest& d,
+                                       const TrainingMixingList& secrets, int64_t mixtures,
+                                       DType precision)
+    : g_(g), d_(d), secrets_(secrets), max_in_(Shape{mixtures}) {
+  bound_ = kLambda * std::sqrt(double(g.o / g.groups * g.kh * g.kw)) * unit_roundoff(precision);
+}
+
+template <typename T>
+void RedundantDataCheck::on_input(const BlindedT<T>& rows, int64_t first, int64_t) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1];
+  for (int64_t r = 0; r < n; ++r) {
+    double m = max_in_[first + r];
+    for (int64_t e = 0; e < len; ++e) m = std::max(m, std::abs(double(rows.data()[r * len + e])));
+    max_in_[first + r] = m;
+  }
+}
+
+template <typename T>
+void RedundantDataCheck::on_output(const TensorT<T>& rows, int64_t first, int64_t e0) {
+  const TrainingMixing& tm =
+      *secrets_[static_cast<size_t>(MixingView(secrets_).virtual_batch_of(first))];
+  const int64_t n = rows.shape()[0];
+  DK_CHECK(n == tm.mixtures(), "integrity: {} outputs for a virtual batch of {}", n,
+           tm.mixtures());
+  const Coefficients& null = tm.delta_null();
+  for (int v = 0; v < null.rows(); ++v) {
+    const std::vector<double> c(null.row(v), null.row(v) + n);
+    ok_ = null_sums_pass(c, rows.data(), rows.shape()[1], e0, g_.h * g_.w, d_.col_l1(),
+                         redundant_factor(bound_, c, max_in_, first, tm.delta_condition())) &&
+          ok_;
+  }
+}
+
+bool RedundantDataCheck::above_tolerance(const Tensor64& e) const {
+  const int64_t item = g_.c * g_.h * g_.w;
+  int64_t first = 0;
+  for (const auto& tm : secrets_) {
+    const Coefficients& null = tm->delta_null();
+    for (int v = 0; v < null.rows(); ++v) {
+      const std::vector<double> c(null.row(v), null.row(v) + tm->mixtures());
+      if (null_sums_moved(c, e, first, item, g_.h * g_.w, d_.col_l1(),
+                          redundant_factor(bound_, c, max_in_, first, tm->delta_condition())))
+        return true;
+    }
+    first += tm->mixtures();
+  }
+  return false;
+}
+
+GradPairCheck::GradPairCheck(const Geometry& g, int64_t mixtures, int per_batch, DType precision)
+    : g_(g),
+      x_sq_(Shape{g.c}),
+      d_sq_(Shape{2, g.o}),
+      tol_(Shape{g.o, g.c / g.groups}) {
+  bound_ = (kLambda * std::sqrt(double(mixtures * g.oh * g.ow)) + 2) * unit_roundoff(precision) +
+           double(per_batch * per_batch) * std::ldexp(1.0, -53);
+}
+
+template <typename T>
+void GradPairCheck::on_forward_input(const BlindedT<T>& rows, int64_t, int64_t e0) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], hw = g_.h * g_.w;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < len; ++i) {
+      const double v = rows.data()[r * len + i];
+      x_sq_[(e0 + i) / hw] += v * v;
+    }
+}
+
+template <typename T>
+void GradPairCheck::on_delta(const BlindedT<T>& rows, int64_t, int64_t e0, int which) {
+  const int64_t n = rows.shape()[0], len = rows.shape()[1], p = g_.oh * g_.ow;
+  double* d = d_sq_.data() + which * g_.o;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < len; ++i) {
+      const double v = rows.data()[r * len + i];
+      d[(e0 + i) / p] += v * v;
+    }
+}
+
+bool GradPairCheck::check(const Tensor64& g1, const Tensor64& g2) {
+  const int64_t cg = g_.c / g_.groups, og = g_.o / g_.groups, kk = g_.kh * g_.kw;
+  bool ok = true;
+  for (int64_t o = 0; o < g_.o; ++o)
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      const double base = bound_ * std::sqrt(x_sq_[o / og * cg + ci]) *
+                          (std::sqrt(d_sq_[o]) + std::sqrt(d_sq_[g_.o + o]));
+      tol_[o * cg + ci] = base;
+      for (int64_t k = 0; k < kk; ++k) {
+        const int64_t at = (o * cg + ci) * kk + k;
+        const double a = g1[at], b = g2[at];
+        if (!(std::abs(a - b) <= base)) ok = false;  // exact in f64 but for 2^-53 |a - b|
+      }
+    }
+  return ok;
+}
+
+bool GradPairCheck::above_tolerance(const Tensor64& e) const {
+  const int64_t kk = g_.kh * g_.kw;
+  for (int64_t i = 0; i < e.numel(); ++i)
+    if (!(std::abs(e[i]) <= tol_[i / kk])) return true;
+  return false;
+}
+
 Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src) {
   const int64_t m = src.shape()[0], p = g.oh * g.ow, cg = g.c / g.groups, og = g.o / g.groups;
   const int64_t in_item = g.c * g.h * g.w;
@@ -629,6 +777,14 @@ template void WeightGradCheck::on_forward_input<float>(const BlindedT<float>&, i
 template void WeightGradCheck::on_forward_input<double>(const BlindedT<double>&, int64_t, int64_t);
 template void WeightGradCheck::on_delta<float>(const BlindedT<float>&, int64_t, int64_t);
 template void WeightGradCheck::on_delta<double>(const BlindedT<double>&, int64_t, int64_t);
+template void RedundantDataCheck::on_input<float>(const BlindedT<float>&, int64_t, int64_t);
+template void RedundantDataCheck::on_input<double>(const BlindedT<double>&, int64_t, int64_t);
+template void RedundantDataCheck::on_output<float>(const TensorT<float>&, int64_t, int64_t);
+template void RedundantDataCheck::on_output<double>(const TensorT<double>&, int64_t, int64_t);
+template void GradPairCheck::on_forward_input<float>(const BlindedT<float>&, int64_t, int64_t);
+template void GradPairCheck::on_forward_input<double>(const BlindedT<double>&, int64_t, int64_t);
+template void GradPairCheck::on_delta<float>(const BlindedT<float>&, int64_t, int64_t, int);
+template void GradPairCheck::on_delta<double>(const BlindedT<double>&, int64_t, int64_t, int);
 template void ForwardCheck::on_input<float>(const BlindedT<float>&, int64_t, int64_t);
 template void ForwardCheck::on_input<double>(const BlindedT<double>&, int64_t, int64_t);
 template void ForwardCheck::on_output<float>(const TensorT<float>&, int64_t, int64_t);

@@ -25,9 +25,12 @@
 //         <= lambda sqrt(n) u sqrt(sum_groups (sum_{o in group} s_o^2 ||W_o||^2)
 //                                  ||xbar_j's patch of p in the group||^2)
 //   redundant, output element (o, p) of virtual batch v (worst case over the patch):
-//     |sum_j c_j ybar_j[o, p]| <= lambda sqrt(n) u ||W_o||_1 sum_j |c_j| max|xbar_j|
-// each plus 1e-12 of the magnitudes for the trusted side's own f64 sums. A correct result
-// fails only with that probability; errors below the tolerance pass.
+//     |sum_j c_j ybar_j[o, p]| <= ||W_o||_1 ((lambda sqrt(n) u + m 2^-53) sum_j |c_j| max|xbar_j|
+//                                            + m^2 2^-53 max_j max|xbar_j|)
+// plus, for freivalds, 1e-12 of the magnitudes for the trusted side's own f64 sums; for
+// redundant, m 2^-53 covers its sum over the m mixtures and m^2 2^-53 the null vector c,
+// null to A only to double precision (the noise, the largest input, may have a small c_j).
+// A correct result fails only with that probability; errors below the tolerance pass.
 #pragma once
 
 #include <array>
@@ -42,10 +45,17 @@
 #include "protocol/sgd.h"
 #include "trusted/codec.h"
 #include "trusted/random.h"
+#include "trusted/training_codec.h"
 
 namespace darknight::trusted {
 
 enum class IntegrityMode { none, redundant, freivalds };
+/// The run cannot go on with this accelerator: it keeps failing checks, or the weights it
+/// holds are not the verified ones. Training restores a checkpoint elsewhere, or stops.
+class IntegrityStop : public Error {
+ public:
+  using Error::Error;
+};
 /// Freivalds projections per check. Several, because with a float tolerance one projection
 /// of a large error can land below it by chance (measured with a single projection and a
 /// looser tolerance: 1 in ~30 dropped mixtures of a dense layer passed); each costs 1/O of
@@ -64,7 +74,7 @@ struct IntegrityCounters {
   /// Injected faults that change a decoded output by more than its rounding bound, whether
   /// the check can see them or not (the redundant check cannot see adversarial ones).
   int64_t corrupting = 0;
-  int64_t detected = 0;      ///< failed checks of operations with an injected fault
+  int64_t detected = 0;      ///< injected faults in operations that failed a check
   int64_t false_alarms = 0;  ///< failed checks of operations without one
   /// Failed checks of a remote worker's operations: whether the worker injected a fault
   /// there only it can say (its own count goes in the report as `worker_reported`).
@@ -72,16 +82,17 @@ struct IntegrityCounters {
   int64_t recomputed = 0;    ///< operations rerun on the accelerator after a failed check
   int64_t fallbacks = 0;     ///< operations computed in the trusted runtime instead
 
-  /// Counts a failed `check` of `layer` (detected when a fault was injected into the
-  /// operation, a false alarm when none was, unattributed when that is not known here) and
-  /// logs the first three failures on stderr.
-  void failed(std::optional<bool> injected, const std::string& layer, const std::string& check);
-  /// failed()'s `injected` for a check of `backend`'s operation: `faulted` when faults are
-  /// injected in this process (`ledger`), unknown for a remote worker's, else false.
-  static std::optional<bool> attribution(const void* ledger, const accel::Backend& backend,
-                                         bool faulted) {
+  /// Counts a failed `check` of `layer`'s `op` (its `injected` faults detected, a false
+  /// alarm when none was injected, unattributed when that is not known here) and logs the
+  /// first three failures on stderr.
+  void failed(std::optional<int64_t> injected, const std::string& layer, const std::string& op,
+              const std::string& check);
+  /// failed()'s `injected` for a check of `backend`'s operation: the `faults` injected in
+  /// this process (`ledger`), unknown for a remote worker's, else none.
+  static std::optional<int64_t> attribution(const void* ledger, const accel::Backend& backend,
+                                            int64_t faults) {
     if (!ledger && backend.name() == "remote") return std::nullopt;
-    return faulted;
+    return faults;
   }
 };
 
@@ -123,14 +134,33 @@ class WeightDigest {
   const std::vector<double>& s() const { return s_; }
   const std::vector<double>& u() const { return u_; }
   const std::vector<double>& ws2() const { return ws2_; }
-  /// ||W_o||_1 per output channel (every mode).
+  /// ||W_o||_1 per output channel, and per input channel c the sum of |W| over the output
+  /// channels and kernel taps that read it (every mode).
   const std::vector<double>& row_l1() const { return row_l1_; }
+  const std::vector<double>& col_l1() const { return col_l1_; }
   /// Whether `w` is the tensor this digest was made from (BLAKE2b-256 of its bytes).
   bool matches(const Tensor& w) const;
 
  private:
-  std::vector<double> s_, u_, ws2_, row_l1_;
+  std::vector<double> s_, u_, ws2_, row_l1_, col_l1_;
   std::array<unsigned char, 32> hash_{};
+};
+
+/// The forward mixings of a call's virtual batches, from inference's or training's secrets.
+class MixingView {
+ public:
+  MixingView(const MixingList& l) : inference_(&l) {}  // NOLINT: implicit by design
+  MixingView(const TrainingMixingList& l) : training_(&l) {}  // NOLINT
+  size_t size() const { return inference_ ? inference_->size() : training_->size(); }
+  const Mixing& operator[](size_t v) const {
+    return inference_ ? *(*inference_)[v] : (*training_)[v]->forward();
+  }
+  /// The virtual batch whose mixtures start at mixture `first`.
+  int virtual_batch_of(int64_t first) const;
+
+ private:
+  const MixingList* inference_ = nullptr;
+  const TrainingMixingList* training_ = nullptr;
 };
 
 /// Checks one linear operation's outputs: sees the mixtures as they are sent
@@ -141,7 +171,7 @@ class ForwardCheck {
   /// `secrets` (filled by the encoder before the first on_output) gives the virtual
   /// batches; `precision` the accelerator's element type.
   ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
-               const MixingList& secrets, int64_t mixtures, DType precision);
+               MixingView secrets, int64_t mixtures, DType precision);
 
   template <typename T>
   void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
@@ -159,12 +189,11 @@ class ForwardCheck {
   bool corrupts(const Tensor64& e) const;
 
  private:
-  int virtual_batch_of(int64_t first) const;
   IntegrityMode mode_;
   Geometry g_;
   Geometry::Taps th_, tw_;
   const WeightDigest& d_;
-  const MixingList& secrets_;
+  MixingView secrets_;
   int64_t mixtures_;
   double bound_;  ///< lambda sqrt(n) u
   bool ok_ = true;
@@ -189,6 +218,7 @@ struct TrainDigest {
   ~TrainDigest();
 
   std::unique_ptr<WeightDigest> fwd;  ///< s, s^T W (also the tracked projection of W), norms
+  std::unique_ptr<WeightDigest> momentum;  ///< the momentum's hash (none before the first step)
   /// Projections over the input channels: t [kProjections, C], W t as
   /// [kProjections, O, KH, KW], and sum_{c in group} t_c^2 ||W_{:,c}||^2 [kProjections, groups].
   std::vector<double> t, wt, wt2;
@@ -252,6 +282,57 @@ class WeightGradCheck {
   double u_;
   const std::vector<double>& t_;
   Tensor64 tx_, tx_sq_, ref_, d_sq_, tol_;
+};
+
+/// The redundant check of a backward-data operation in training, dX_j = W^T dbar_j: for
+/// each null vector d of a virtual batch's folded delta mixing (two with the redundant
+/// mixture), sum_j d_j dX_j = 0 elementwise, within |W|_c ((lambda sqrt(n) u + m 2^-53)
+/// sum_j |d_j| max|dbar_j| + m^2 2^-53 cond max_j max|dbar_j|) (n = the output channels
+/// and taps reaching an input channel c, |W|_c their weights' L1 norm,
+/// WeightDigest::col_l1; m mixtures; cond that of the deltas' mixing).
+class RedundantDataCheck {
+ public:
+  RedundantDataCheck(const Geometry& g, const WeightDigest& d, const TrainingMixingList& secrets,
+                     int64_t mixtures, DType precision);
+  template <typename T>
+  void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);  ///< delta mixtures
+  void begin_outputs() { ok_ = true; }
+  template <typename T>
+  void on_output(const TensorT<T>& rows, int64_t first, int64_t e0);  ///< dX, one virtual batch
+  bool passed() const { return ok_; }
+  bool above_tolerance(const Tensor64& e) const;
+
+ private:
+  Geometry g_;
+  const WeightDigest& d_;
+  const TrainingMixingList& secrets_;
+  double bound_;
+  bool ok_ = true;
+  Tensor64 max_in_;  ///< max |dbar_j| per mixture
+};
+
+/// The redundant check of a pass's weight gradient: the accelerator computes it twice, from
+/// the two folded delta mixings (TrainingMixing::second_delta_mixing), which agree in exact
+/// arithmetic; G1 and G2 must agree elementwise within
+/// ((lambda sqrt(n) + 2) u + m^2 2^-53) ||xbar_c|| (||dbar1_o|| + ||dbar2_o||),
+/// n = mixtures * OH * OW (the norms over every mixture and position; 2 u covers the
+/// mixtures' own rounding, m^2 2^-53 the null vector's, m = `per_batch` mixtures).
+class GradPairCheck {
+ public:
+  GradPairCheck(const Geometry& g, int64_t mixtures, int per_batch, DType precision);
+  template <typename T>
+  void on_forward_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
+  /// Delta mixtures of the first (`which` = 0) or second mixing.
+  template <typename T>
+  void on_delta(const BlindedT<T>& rows, int64_t first, int64_t e0, int which);
+  bool check(const Tensor64& g1, const Tensor64& g2);
+  /// `e`: the error on G1 minus that on G2.
+  bool above_tolerance(const Tensor64& e) const;
+
+ private:
+  Geometry g_;
+  double bound_;
+  Tensor64 x_sq_, d_sq_, tol_;  // [C], [2, O], [O, C / groups]
 };
 
 /// W x for plaintext items, computed in the trusted runtime (f64 accumulation): the

@@ -503,8 +503,8 @@ void SlalomEngine::account(const Layer& l, bool passed) {
     counters_.corrupting += changes;
   }
   if (!passed)
-    counters_.failed(IntegrityCounters::attribution(ledger_, be_, !faults.empty()), l.name,
-                     "Slalom Freivalds");
+    counters_.failed(IntegrityCounters::attribution(ledger_, be_, std::ssize(faults)), l.name,
+                     "forward", "Slalom Freivalds");
 }
 
 SlalomEngine::Decoded SlalomEngine::run_item(const nn::Node& node, const float* x, int64_t input,

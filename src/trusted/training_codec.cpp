@@ -6,32 +6,54 @@
 
 namespace darknight::trusted {
 
-std::unique_ptr<TrainingMixing> TrainingMixing::draw(int k, double scale, Csprng& rng) {
-  return std::unique_ptr<TrainingMixing>(new TrainingMixing(k, scale, rng));
+std::unique_ptr<TrainingMixing> TrainingMixing::draw(int k, double scale, Csprng& rng, int extra) {
+  return std::unique_ptr<TrainingMixing>(new TrainingMixing(k, scale, rng, extra));
 }
 
-TrainingMixing::TrainingMixing(int k, double scale, Csprng& rng)
-    : b_(Mixing::draw(k, scale, rng)), a_(k + 1, k), pinv_(k, k + 1) {
+TrainingMixing::TrainingMixing(int k, double scale, Csprng& rng, int extra)
+    : b_(Mixing::draw(k, scale, rng, extra)),
+      a_(k + 1 + extra, k),
+      pinv_(k, k + 1 + extra),
+      null_(std::make_unique<Coefficients>(1 + extra, k + 1 + extra)) {
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const int n = k + 1;
+  const int n = k + 1 + extra;
   gamma_.resize(static_cast<size_t>(n));
   for (int j = 0; j < n; ++j) {
     const uint64_t r = rng.next_u64();
     const double u = 0.5 + static_cast<double>(r >> 11) * 0x1p-53;  // [0.5, 1.5)
     gamma_[static_cast<size_t>(j)] = (r & 1) ? -u : u;
   }
-  // A = Gamma^-1 B^-T [I_k; 0]: A[j][i] = (B^-1)[i][j] / gamma_j.
+  // Gamma A = B^+T [I_k; 0] + c v^T: (Gamma A)[j][i] = (B^+)[i][j] + c_j v_i.
+  std::vector<double> v(static_cast<size_t>(2 * k), 0.0);
+  if (extra) {
+    rng.gaussian(v.data(), 2 * k, 0.0, 1.0 / scale);
+    second_ = std::make_unique<Coefficients>(n, k);
+  }
+  Mat f(n, k);
   for (int j = 0; j < n; ++j)
-    for (int i = 0; i < k; ++i) a_(j, i) = b_->inv(i, j) / gamma_[static_cast<size_t>(j)];
-  // Left inverse (A^T A)^-1 A^T.
+    for (int i = 0; i < k; ++i) {
+      const double c = extra ? b_->null(0, j) : 0.0;
+      f(j, i) = b_->inv(i, j) + c * v[static_cast<size_t>(i)];
+      a_(j, i) = f(j, i) / gamma_[static_cast<size_t>(j)];
+      if (second_) (*second_)(j, i) = b_->inv(i, j) + c * v[static_cast<size_t>(k + i)];
+    }
+  // Left inverse of A, (A^T A)^-1 A^T; null vectors of (Gamma A)^T: its left singular
+  // vectors beyond its rank k.
   Mat a(n, k);
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < k; ++i) a(j, i) = a_(j, i);
   Mat pinv = (a.transpose() * a).ldlt().solve(a.transpose());
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < n; ++j) pinv_(i, j) = pinv(i, j);
+  Eigen::JacobiSVD<Mat> svd(f, Eigen::ComputeFullU);
+  const Mat u = svd.matrixU();
+  delta_cond_ = svd.singularValues()(0) / svd.singularValues()(k - 1);
+  for (int r = 0; r <= extra; ++r)
+    for (int j = 0; j < n; ++j) (*null_)(r, j) = u(j, k + r);
   a.setZero();
   pinv.setZero();
+  f.setZero();
+  std::fill(v.begin(), v.end(), 0.0);
 }
 
 TrainingMixing::~TrainingMixing() {
@@ -39,23 +61,31 @@ TrainingMixing::~TrainingMixing() {
 }
 
 std::unique_ptr<Coefficients> TrainingMixing::delta_mixing(bool folded) const {
-  auto c = std::make_unique<Coefficients>(k() + 1, k());
-  for (int j = 0; j <= k(); ++j)
+  auto c = std::make_unique<Coefficients>(mixtures(), k());
+  for (int j = 0; j < mixtures(); ++j)
     for (int i = 0; i < k(); ++i) (*c)(j, i) = (folded ? gamma(j) : 1.0) * a(j, i);
+  return c;
+}
+
+std::unique_ptr<Coefficients> TrainingMixing::second_delta_mixing() const {
+  DK_CHECK(second_, "a second delta mixing needs the redundant mixture");
+  auto c = std::make_unique<Coefficients>(mixtures(), k());
+  for (int j = 0; j < mixtures(); ++j)
+    for (int i = 0; i < k(); ++i) (*c)(j, i) = (*second_)(j, i);
   return c;
 }
 
 std::unique_ptr<Coefficients> TrainingMixing::delta_unmixing(bool folded) const {
   // (Gamma A)^+ = A^+ Gamma^-1.
-  auto c = std::make_unique<Coefficients>(k(), k() + 1);
+  auto c = std::make_unique<Coefficients>(k(), mixtures());
   for (int i = 0; i < k(); ++i)
-    for (int j = 0; j <= k(); ++j) (*c)(i, j) = pinv_(i, j) / (folded ? gamma(j) : 1.0);
+    for (int j = 0; j < mixtures(); ++j) (*c)(i, j) = pinv_(i, j) / (folded ? gamma(j) : 1.0);
   return c;
 }
 
 double TrainingMixing::identity(int i, int c) const {
   double s = 0;
-  for (int j = 0; j <= k(); ++j) s += a(j, i) * gamma(j) * b_->a(j, c);
+  for (int j = 0; j < mixtures(); ++j) s += a(j, i) * gamma(j) * b_->a(j, c);
   return s;
 }
 
@@ -67,7 +97,7 @@ void TrainingEncoder::encode_inputs(const Tensor& src, TrainingMixingList& secre
                                     const MixtureSink<T>& sink) {
   CoefficientList c;
   for (int kv : split_virtual_batches(src.shape()[0], opts_.k)) {
-    secrets.push_back(TrainingMixing::draw(kv, opts_.mixing_scale, rng_));
+    secrets.push_back(TrainingMixing::draw(kv, opts_.mixing_scale, rng_, opts_.redundancy));
     c.push_back(secrets.back()->forward().mixing());
   }
   mix<T>(src, c, true, sink);
@@ -84,9 +114,10 @@ void TrainingEncoder::decode_outputs(const TrainingMixingList& secrets, Tensor& 
 
 template <typename T>
 void TrainingEncoder::encode_deltas(const Tensor& deltas, const TrainingMixingList& secrets,
-                                    bool folded, const MixtureSink<T>& sink) {
+                                    bool folded, const MixtureSink<T>& sink, bool second) {
   CoefficientList c;
-  for (const auto& t : secrets) c.push_back(t->delta_mixing(folded));
+  for (const auto& t : secrets)
+    c.push_back(second ? t->second_delta_mixing() : t->delta_mixing(folded));
   mix<T>(deltas, c, false, sink);
 }
 
@@ -104,7 +135,7 @@ void TrainingEncoder::decode_input_grads(const TrainingMixingList& secrets, Tens
   template void TrainingEncoder::decode_outputs<T>(                                               \
       const TrainingMixingList&, Tensor&, const OutputFetch<T>&, const RowEpilogue&) const;       \
   template void TrainingEncoder::encode_deltas<T>(const Tensor&, const TrainingMixingList&, bool, \
-                                                  const MixtureSink<T>&);                         \
+                                                  const MixtureSink<T>&, bool);                   \
   template void TrainingEncoder::decode_input_grads<T>(const TrainingMixingList&, Tensor&,        \
                                                        const OutputFetch<T>&, bool) const;
 DK_INSTANTIATE(float)

@@ -221,14 +221,25 @@ struct TrainResult {
   IntegrityCounters counters;
 };
 
+/// Whether two runs' weights differ in any bit.
+bool differ(const TrainResult& a, const TrainResult& b) {
+  for (size_t i = 0; i < a.weights.size(); ++i)
+    for (int64_t e = 0; e < a.weights[i].numel(); ++e)
+      if (a.weights[i][e] != b.weights[i][e]) return true;
+  return false;
+}
+
 /// Three SGD steps of the Fashion-MNIST CNN in darknight mode (folded gradient decode).
-TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = std::nullopt) {
+TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = std::nullopt,
+                  DType precision = DType::f32) {
   auto be = accel::make_backend("cpu");
   CodecOptions co;
   co.k = 3;
+  co.precision = precision;
+  co.redundancy = mode == IntegrityMode::redundant ? 1 : 0;
   Csprng rng(21), check_rng(22);
   std::unique_ptr<accel::FaultInjector> inj;
-  if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1);
+  if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1 + co.redundancy);
   DarKnightEngine engine(*be, co, rng, 0, GradDecode::folded);
   engine.set_integrity(mode, &check_rng, inj.get());
   be->set_fault_injector(inj.get());
@@ -273,6 +284,56 @@ TEST(Integrity, FreivaldsInTraining) {
         mag = std::max(mag, double(std::abs(plain.weights[i][e])));
       EXPECT_LT(diff / mag, 1e-3) << "layer " << i;
     }
+  }
+}
+
+// With f64 mixtures the tolerance is 2^29 times tighter than with f32: what passes it is
+// too small to change a weight's f32 value, so faulted training ends with exactly the
+// clean run's weights (the same seeds blind both runs alike).
+TEST(Integrity, FaultedF64TrainingEndsWithTheCleanWeights) {
+  const TrainResult clean = train(IntegrityMode::freivalds, std::nullopt, DType::f64);
+  EXPECT_EQ(clean.counters.false_alarms, 0);
+  for (FaultKind kind : {FaultKind::bitflip, FaultKind::scale, FaultKind::wrong_weights,
+                         FaultKind::drop, FaultKind::adversarial}) {
+    SCOPED_TRACE(accel::to_string(kind));
+    const TrainResult r = train(IntegrityMode::freivalds, accel::FaultSpec{kind, 0.3, 5}, DType::f64);
+    EXPECT_GT(r.counters.injected, 3);
+    EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
+    EXPECT_EQ(r.counters.false_alarms, 0);
+    for (size_t i = 0; i < clean.weights.size(); ++i)
+      for (int64_t e = 0; e < clean.weights[i].numel(); ++e)
+        ASSERT_EQ(r.weights[i][e], clean.weights[i][e]) << "layer " << i << " element " << e;
+  }
+  // Unchecked, the same faults do reach the weights.
+  EXPECT_TRUE(differ(
+      clean, train(IntegrityMode::none, accel::FaultSpec{FaultKind::scale, 0.3, 5}, DType::f64)));
+}
+
+// The paper's redundant mixture extended to training (forward, backward-data through the
+// null vectors of the deltas' mixing, the weight gradient computed twice): bit flips,
+// scaled and dropped mixtures above its tolerance are caught and never applied (f64: the
+// clean run's weights exactly); adversarial errors (E c = 0, and the same error in both
+// gradients) and wrong weights (consistent mixtures) pass it and reach the weights.
+TEST(Integrity, RedundantInTraining) {
+  const TrainResult clean = train(IntegrityMode::redundant, std::nullopt, DType::f64);
+  EXPECT_GT(clean.counters.checks, 3 * (4 + 3 + 4) - 1);
+  EXPECT_EQ(clean.counters.false_alarms, 0);
+  for (FaultKind kind : {FaultKind::bitflip, FaultKind::scale, FaultKind::drop}) {
+    SCOPED_TRACE(accel::to_string(kind));
+    const TrainResult r = train(IntegrityMode::redundant, accel::FaultSpec{kind, 0.3, 5}, DType::f64);
+    EXPECT_GT(r.counters.injected, 3);
+    EXPECT_GT(r.counters.detected, 0);
+    EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
+    EXPECT_EQ(r.counters.false_alarms, 0);
+    EXPECT_FALSE(differ(r, clean));
+  }
+  for (FaultKind kind : {FaultKind::wrong_weights, FaultKind::adversarial}) {
+    SCOPED_TRACE(accel::to_string(kind));
+    const TrainResult r = train(IntegrityMode::redundant, accel::FaultSpec{kind, 0.3, 5}, DType::f64);
+    EXPECT_GT(r.counters.injected, 3);
+    EXPECT_EQ(r.counters.detected, 0);
+    EXPECT_EQ(r.counters.injected_above_tolerance, 0);
+    EXPECT_TRUE(differ(r, clean));
   }
 }
 

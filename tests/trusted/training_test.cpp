@@ -1,5 +1,6 @@
 // Private training: the codec's identity, gradients against plain and against finite
 // differences, one SGD step against PyTorch, and the trusted memory budget.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,26 +25,61 @@ using darknight::testing::random_tensor;
 
 TEST(TrainingMixing, IdentityHoldsToDoublePrecision) {
   Csprng rng(3);
-  for (int k : {1, 2, 3, 4, 8, 16}) {
-    for (int rep = 0; rep < 5; ++rep) {
-      const auto tp = TrainingMixing::draw(k, rep % 2 ? 1.0 : 0.3, rng);
-      const TrainingMixing& t = *tp;
-      for (int i = 0; i < k; ++i)
-        for (int c = 0; c <= k; ++c)
-          ASSERT_NEAR(t.identity(i, c), i == c ? 1.0 : 0.0, 1e-12) << "k " << k;
-      for (bool folded : {false, true}) {  // the decoding inverts the mixing of deltas
-        const auto ap = t.delta_mixing(folded), pp = t.delta_unmixing(folded);
-        const Coefficients &a = *ap, &p = *pp;
+  for (int extra : {0, 1})
+    for (int k : {1, 2, 3, 4, 8, 16}) {
+      for (int rep = 0; rep < 5; ++rep) {
+        SCOPED_TRACE(fmt::format("k {} extra {}", k, extra));
+        const auto tp = TrainingMixing::draw(k, rep % 2 ? 1.0 : 0.3, rng, extra);
+        const TrainingMixing& t = *tp;
+        const int n = t.mixtures();
+        ASSERT_EQ(n, k + 1 + extra);
         for (int i = 0; i < k; ++i)
-          for (int j = 0; j < k; ++j) {
+          for (int c = 0; c <= k; ++c)
+            ASSERT_NEAR(t.identity(i, c), i == c ? 1.0 : 0.0, 1e-12);
+        for (bool folded : {false, true}) {  // the decoding inverts the mixing of deltas
+          const auto ap = t.delta_mixing(folded), pp = t.delta_unmixing(folded);
+          const Coefficients &a = *ap, &p = *pp;
+          for (int i = 0; i < k; ++i)
+            for (int j = 0; j < k; ++j) {
+              double s = 0;
+              for (int r = 0; r < n; ++r) s += p(i, r) * a(r, j);
+              ASSERT_NEAR(s, i == j ? 1.0 : 0.0, 1e-12);
+            }
+        }
+        // The folded mixing's null vectors (unit, orthogonal to every column), and with the
+        // redundant mixture a second folded mixing that gives the same gradient:
+        // (second)^T B = [I | 0], and it differs from the first.
+        const auto fp = t.delta_mixing(true);
+        const Coefficients &f = *fp, &null = t.delta_null();
+        ASSERT_EQ(null.rows(), 1 + extra);
+        for (int v = 0; v < null.rows(); ++v) {
+          double norm = 0;
+          for (int j = 0; j < n; ++j) norm += null(v, j) * null(v, j);
+          EXPECT_NEAR(norm, 1.0, 1e-12);
+          for (int i = 0; i < k; ++i) {
             double s = 0;
-            for (int r = 0; r <= k; ++r) s += p(i, r) * a(r, j);
-            ASSERT_NEAR(s, i == j ? 1.0 : 0.0, 1e-12);
+            for (int j = 0; j < n; ++j) s += null(v, j) * f(j, i);
+            ASSERT_NEAR(s, 0.0, 1e-12);
           }
+        }
+        if (extra) {
+          const auto sp = t.second_delta_mixing();
+          double differ = 0;
+          for (int i = 0; i < k; ++i)
+            for (int c = 0; c <= k; ++c) {
+              double s = 0;
+              for (int j = 0; j < n; ++j) s += (*sp)(j, i) * t.forward().a(j, c);
+              ASSERT_NEAR(s, i == c ? 1.0 : 0.0, 1e-12);
+            }
+          for (int j = 0; j < n; ++j)
+            for (int i = 0; i < k; ++i) differ = std::max(differ, std::abs((*sp)(j, i) - f(j, i)));
+          EXPECT_GT(differ, 1e-3);
+        } else {
+          EXPECT_THROW(t.second_delta_mixing(), Error);
+        }
+        for (int j = 0; j < n; ++j) EXPECT_GE(std::abs(t.gamma(j)), 0.5);
       }
-      for (int j = 0; j <= k; ++j) EXPECT_GE(std::abs(t.gamma(j)), 0.5);
     }
-  }
 }
 
 /// A small model with every kind of layer training touches: conv, batch norm, ReLU, max
