@@ -389,7 +389,8 @@ int train_once(const TrainOptions& o, json& restarts) {
         bar.update(seen, n,
                    fmt::format("loss {:.4f} acc {:.4f} {:.0f} img/s", loss / double(seen),
                                double(correct) / double(seen), double(seen) / epoch_train));
-        if (o.steps && ++steps >= o.steps) break;
+        ++steps;
+        if (o.steps && steps >= o.steps) break;
       }
       train_seconds += epoch_train;
       const double test_acc = evaluate(trainer, test, o.batch);

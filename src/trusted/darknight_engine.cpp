@@ -246,14 +246,12 @@ int64_t DarKnightEngine::backward_scratch_bytes(const nn::Node& node, int64_t in
   const int64_t grads = grad_decode_ == GradDecode::trusted
                             ? n * std::min(w, tile) * e + std::min(w, tile) * 8
                             : 0;
-  // With checks, the gradient comes back whole (freivalds), or both gradients (redundant),
-  // with an f64 copy.
-  const int64_t checked = integrity_ == IntegrityMode::none        ? 0
-                          : integrity_ == IntegrityMode::freivalds ? (e + 8) * w
-                                                                   : 2 * (e + 8) * w;
+  // Not counted: with checks, the weight gradient (both, with the redundant check) comes
+  // back whole, and the weights are read back whole after each step; on large layers that
+  // exceeds the budget (docs/performance.md, "Integrity checks": streaming them is to do).
   return std::max({n * std::min(node.shape.numel(), tile) * e, n * std::min(in_numel, tile) * e,
                    grads}) +
-         checked + 64 * 2048 * 8;
+         64 * 2048 * 8;
 }
 
 template <typename T>
@@ -631,14 +629,17 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
     // the redundant one, the second gradient too).
     accel::Buffer& g = buffers_.get(4, ws);
     accel::Buffer* g2 = redundant ? &buffers_.get(7, ws) : nullptr;
-    auto fetch_grad = [&](const accel::Buffer& b) {
+    // The gradients come back piece by piece, whole output channels at a time.
+    const int64_t per = ws.numel() / ws[0];
+    const int64_t rows_per = std::max<int64_t>(1, encoder_.options().stream_tile / per);
+    auto fetch = [&](const accel::Buffer& b, int64_t o0, int64_t o1) {
       const double f0 = now();
-      auto host = TensorT<T>::uninitialized(ws);
-      be_.download(b, host);
+      auto piece = TensorT<T>::uninitialized(Shape{(o1 - o0) * per});
+      be_.download(b, o0 * per, piece.numel(), piece, 0);
       be_.wait();
-      stats.bytes_from_accelerator += static_cast<int64_t>(host.bytes());
+      stats.bytes_from_accelerator += static_cast<int64_t>(piece.bytes());
       t.accelerator += now() - f0;
-      return host.template cast<double>();
+      return piece.template cast<double>();
     };
     for (int attempt = 0;; ++attempt) {
       t0 = now();
@@ -657,9 +658,16 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
         stats.accelerator_calls += 1;
         t.accelerator += now() - t0;
         std::vector<accel::FaultRecord> second = take_faults();
-        const Tensor64 a = fetch_grad(g), b = fetch_grad(*g2);
-        const double c0 = now();
-        ok = kept.pair_check->check(a, b);
+        GradPairCheck& pc = *kept.pair_check;
+        pc.begin();
+        for (int64_t o0 = 0; o0 < ws[0]; o0 += rows_per) {
+          const int64_t o1 = std::min(ws[0], o0 + rows_per);
+          const Tensor64 a = fetch(g, o0, o1), b = fetch(*g2, o0, o1);
+          const double c0 = now();
+          pc.check_piece(a.data(), b.data(), o0 * per, a.numel());
+          t.decode += now() - c0;
+        }
+        ok = pc.passed();
         bool above = false;
         if (!faults.empty() || !second.empty()) {
           Tensor64 e(ws);
@@ -667,17 +675,21 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
             for (int64_t i = 0; i < e.numel(); ++i) e[i] += f.error[i];
           for (const auto& f : second)
             for (int64_t i = 0; i < e.numel(); ++i) e[i] -= f.error[i];
-          above = kept.pair_check->above_tolerance(e);
+          above = pc.above_tolerance(e);
         }
-        t.decode += now() - c0;
         for (auto& f : second) faults.push_back(std::move(f));
         account(node, "backward-weights", ok, [above](const Tensor64&) { return above; }, {},
                 std::move(faults));
       } else {
-        const Tensor64 host = fetch_grad(g);
-        const double c0 = now();
-        ok = kept.grad_check->check(host, *train_digests_[static_cast<size_t>(node.weights)]);
-        t.decode += now() - c0;
+        TrainDigest& td = *train_digests_[static_cast<size_t>(node.weights)];
+        for (int64_t o0 = 0; o0 < ws[0]; o0 += rows_per) {
+          const int64_t o1 = std::min(ws[0], o0 + rows_per);
+          const Tensor64 rows = fetch(g, o0, o1);
+          const double c0 = now();
+          kept.grad_check->check_rows(rows.data(), o0, o1, td);
+          t.decode += now() - c0;
+        }
+        ok = kept.grad_check->finish(td);
         account(node, "backward-weights", ok,
                 [&](const Tensor64& e) { return kept.grad_check->above_tolerance(e); });
       }

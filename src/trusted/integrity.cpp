@@ -592,33 +592,39 @@ void WeightGradCheck::on_delta(const BlindedT<T>& rows, int64_t first, int64_t e
     }
 }
 
-bool WeightGradCheck::check(const Tensor64& grad, TrainDigest& d) {
+void WeightGradCheck::check_rows(const double* rows, int64_t o0, int64_t o1,
+                                 const TrainDigest& d) {
   const int64_t kk = g_.kh * g_.kw, og = g_.o / g_.groups, cg = g_.c / g_.groups;
   const int64_t per = cg * kk, cols = per * g_.groups;
   const double bound = kLambda * std::sqrt(double(mixtures_ * g_.oh * g_.ow)) * u_;
-  bool ok = true;
+  if (sg_.empty()) sg_.assign(static_cast<size_t>(kProjections * cols), 0.0);
   for (int pr = 0; pr < kProjections; ++pr)
-    for (int64_t o = 0; o < g_.o; ++o) {
+    for (int64_t o = o0; o < o1; ++o) {
       const double* t = t_.data() + pr * g_.c + o / og * cg;
+      const double* grad = rows + (o - o0) * per;
       for (int64_t k = 0; k < kk; ++k) {
         double got = 0, gabs = 0;
         for (int64_t ci = 0; ci < cg; ++ci) {
-          const double v = grad[(o * cg + ci) * kk + k] * t[ci];
+          const double v = grad[ci * kk + k] * t[ci];
           got += v, gabs += std::abs(v);
         }
         const int64_t at = (pr * g_.o + o) * kk + k;
         tol_[at] = bound * std::sqrt(d_sq_[o] * tx_sq_[pr * g_.groups + o / og]) + 1e-12 * gabs;
-        if (!(std::abs(got - ref_[at]) <= tol_[at])) ok = false;
+        if (!(std::abs(got - ref_[at]) <= tol_[at])) ok_ = false;
       }
-    }
-  if (!ok) return false;
-  for (int pr = 0; pr < kProjections; ++pr)
-    for (int64_t o = 0; o < g_.o; ++o) {
       const double s = d.fwd->s()[static_cast<size_t>(pr * g_.o + o)];
-      double* sg = d.sg.data() + pr * cols + o / og * per;
-      for (int64_t e = 0; e < per; ++e) sg[e] += s * grad[o * per + e];
+      double* sg = sg_.data() + pr * cols + o / og * per;
+      for (int64_t e = 0; e < per; ++e) sg[e] += s * grad[e];
     }
-  return true;
+}
+
+bool WeightGradCheck::finish(TrainDigest& d) {
+  const bool ok = ok_;
+  if (ok)
+    for (size_t i = 0; i < sg_.size(); ++i) d.sg[i] += sg_[i];
+  std::fill(sg_.begin(), sg_.end(), 0.0);
+  ok_ = true;
+  return ok;
 }
 
 bool WeightGradCheck::above_tolerance(const Tensor64& e) const {
@@ -686,8 +692,7 @@ bool RedundantDataCheck::above_tolerance(const Tensor64& e) const {
 GradPairCheck::GradPairCheck(const Geometry& g, int64_t mixtures, int per_batch, DType precision)
     : g_(g),
       x_sq_(Shape{g.c}),
-      d_sq_(Shape{2, g.o}),
-      tol_(Shape{g.o, g.c / g.groups}) {
+      d_sq_(Shape{2, g.o}) {
   bound_ = (kLambda * std::sqrt(double(mixtures * g.oh * g.ow)) + 2) * unit_roundoff(precision) +
            double(per_batch * per_batch) * std::ldexp(1.0, -53);
 }
@@ -713,27 +718,25 @@ void GradPairCheck::on_delta(const BlindedT<T>& rows, int64_t, int64_t e0, int w
     }
 }
 
-bool GradPairCheck::check(const Tensor64& g1, const Tensor64& g2) {
-  const int64_t cg = g_.c / g_.groups, og = g_.o / g_.groups, kk = g_.kh * g_.kw;
-  bool ok = true;
-  for (int64_t o = 0; o < g_.o; ++o)
-    for (int64_t ci = 0; ci < cg; ++ci) {
-      const double base = bound_ * std::sqrt(x_sq_[o / og * cg + ci]) *
-                          (std::sqrt(d_sq_[o]) + std::sqrt(d_sq_[g_.o + o]));
-      tol_[o * cg + ci] = base;
-      for (int64_t k = 0; k < kk; ++k) {
-        const int64_t at = (o * cg + ci) * kk + k;
-        const double a = g1[at], b = g2[at];
-        if (!(std::abs(a - b) <= base)) ok = false;  // exact in f64 but for 2^-53 |a - b|
-      }
-    }
-  return ok;
+double GradPairCheck::tolerance(int64_t o, int64_t ci) const {
+  const int64_t cg = g_.c / g_.groups, og = g_.o / g_.groups;
+  return bound_ * std::sqrt(x_sq_[o / og * cg + ci]) *
+         (std::sqrt(d_sq_[o]) + std::sqrt(d_sq_[g_.o + o]));
+}
+
+void GradPairCheck::check_piece(const double* g1, const double* g2, int64_t e0, int64_t len) {
+  const int64_t cg = g_.c / g_.groups, kk = g_.kh * g_.kw;
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t oc = (e0 + i) / kk;  // [o, ci]
+    // The difference is exact in f64 but for 2^-53 of it.
+    if (!(std::abs(g1[i] - g2[i]) <= tolerance(oc / cg, oc % cg))) ok_ = false;
+  }
 }
 
 bool GradPairCheck::above_tolerance(const Tensor64& e) const {
-  const int64_t kk = g_.kh * g_.kw;
+  const int64_t cg = g_.c / g_.groups, kk = g_.kh * g_.kw;
   for (int64_t i = 0; i < e.numel(); ++i)
-    if (!(std::abs(e[i]) <= tol_[i / kk])) return true;
+    if (!(std::abs(e[i]) <= tolerance(i / kk / cg, i / kk % cg))) return true;
   return false;
 }
 

@@ -270,9 +270,12 @@ class WeightGradCheck {
   void on_forward_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
   template <typename T>
   void on_delta(const BlindedT<T>& rows, int64_t first, int64_t e0);
-  /// Checks the gradient `grad` ([O, I/groups, KH, KW]); when it passes, adds s^T grad to
-  /// the digest's tracked gradient projection.
-  bool check(const Tensor64& grad, TrainDigest& d);
+  /// Checks the gradient ([O, I/groups, KH, KW]) piece by piece: output channels o0..o1,
+  /// `rows` holding theirs, in any order of pieces that covers them all; then finish()
+  /// says whether all passed and, when they did, adds s^T grad to the digest's tracked
+  /// gradient projection.
+  void check_rows(const double* rows, int64_t o0, int64_t o1, const TrainDigest& d);
+  bool finish(TrainDigest& d);
   bool above_tolerance(const Tensor64& e) const;
 
  private:
@@ -282,6 +285,8 @@ class WeightGradCheck {
   double u_;
   const std::vector<double>& t_;
   Tensor64 tx_, tx_sq_, ref_, d_sq_, tol_;
+  std::vector<double> sg_;  ///< s^T grad of the rows checked so far
+  bool ok_ = true;
 };
 
 /// The redundant check of a backward-data operation in training, dX_j = W^T dbar_j: for
@@ -325,14 +330,21 @@ class GradPairCheck {
   /// Delta mixtures of the first (`which` = 0) or second mixing.
   template <typename T>
   void on_delta(const BlindedT<T>& rows, int64_t first, int64_t e0, int which);
-  bool check(const Tensor64& g1, const Tensor64& g2);
+  /// Checks G1 and G2 (their elements e0.. e0 + len) piece by piece, the pieces after
+  /// begin() covering them all; passed() says whether every piece agreed.
+  void begin() { ok_ = true; }
+  void check_piece(const double* g1, const double* g2, int64_t e0, int64_t len);
+  bool passed() const { return ok_; }
   /// `e`: the error on G1 minus that on G2.
   bool above_tolerance(const Tensor64& e) const;
 
  private:
+  /// The tolerance of output channel o and input channel ci of its group.
+  double tolerance(int64_t o, int64_t ci) const;
   Geometry g_;
   double bound_;
-  Tensor64 x_sq_, d_sq_, tol_;  // [C], [2, O], [O, C / groups]
+  bool ok_ = true;
+  Tensor64 x_sq_, d_sq_;  // [C], [2, O]
 };
 
 /// W x for plaintext items, computed in the trusted runtime (f64 accumulation): the

@@ -237,6 +237,7 @@ TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = s
   co.k = 3;
   co.precision = precision;
   co.redundancy = mode == IntegrityMode::redundant ? 1 : 0;
+  co.stream_tile = 4096;  // several pieces per layer (mixtures and checked gradients)
   Csprng rng(21), check_rng(22);
   std::unique_ptr<accel::FaultInjector> inj;
   if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1 + co.redundancy);
@@ -345,7 +346,7 @@ TEST(Integrity, StepVerificationCatchesAWrongUpdate) {
   Csprng rng(2);
   const auto made = TrainDigest::make(w0, Tensor(), 2, rng);
   TrainDigest& d = *made;
-  // What WeightGradCheck::check adds for a verified gradient.
+  // What WeightGradCheck::finish adds for a verified gradient.
   const int64_t per = w0.numel() / 6, og = 3;
   for (int pr = 0; pr < kProjections; ++pr)
     for (int64_t o = 0; o < 6; ++o)
