@@ -458,6 +458,7 @@ int run_train(const TrainOptions& o) {
     f.fallback_accelerator.clear();
     f.inject_faults.clear();
     f.resume = !o.checkpoint.empty() && std::filesystem::exists(o.checkpoint + "/checkpoint.dkm");
+    if (restarts.empty()) restarts.push_back({{"reason", e.what()}});  // stopped while saving
     restarts.back()["restored"] = f.resume ? "checkpoint" : "initial weights";
     restarts.back()["accelerator"] = f.accelerator;
     std::fprintf(stderr, "darknight: %s\ndarknight: restoring the %s on %s and continuing\n",

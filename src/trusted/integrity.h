@@ -4,6 +4,8 @@
 //  - redundant: a (K+2)-th mixture; the outputs of a virtual batch must satisfy
 //    sum_j c_j ybar_j = 0 for the null vector c of the mixing matrix. An accelerator that
 //    sees the K+2 mixtures can compute c itself and hide any error E with E c = 0.
+//    In training also backward-data, through the null vectors of the deltas' mixing
+//    (RedundantDataCheck), and the weight gradient, computed twice (GradPairCheck).
 //  - freivalds: with secret random vectors s over the output channels (kProjections of
 //    them, Gaussian, drawn at load time and never sent anywhere), s^T (W xbar_j),
 //    computed from the accelerator's output, must equal (s^T W) xbar_j, computed by the
