@@ -46,7 +46,7 @@ void PooledSource::announce_noise(int64_t n, DType dtype) {
 
 PooledSource::Item PooledSource::pop(const Request& want) {
   std::unique_lock<std::mutex> lock(mu_);
-  DK_CHECK(!ready_.empty() || !todo_.empty(),
+  DK_CHECK(!ready_.empty() || !todo_.empty() || drawing_,
            "precompute pool: a draw was requested that was never announced");
   cv_.wait(lock, [&] { return !ready_.empty(); });
   auto [req, item] = std::move(ready_.front());
@@ -86,6 +86,7 @@ void PooledSource::run() {
     const Request req = todo_.front();
     todo_.pop_front();
     ready_bytes_ += req.bytes();
+    drawing_ = true;  // neither announced nor ready while the lock is released
     MemoryMeter* meter = meter_;
     lock.unlock();
     Item item;
@@ -104,6 +105,7 @@ void PooledSource::run() {
       }
     }
     lock.lock();
+    drawing_ = false;
     ready_.emplace_back(req, std::move(item));
     cv_.notify_all();
   }

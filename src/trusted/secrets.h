@@ -79,6 +79,7 @@ class PooledSource final : public SecretSource {
   std::deque<Request> todo_;
   std::deque<std::pair<Request, Item>> ready_;
   int64_t ready_bytes_ = 0;
+  bool drawing_ = false;  ///< the worker is drawing a request taken from todo_
   bool stop_ = false;
   std::thread worker_;
 };
