@@ -46,14 +46,15 @@ TrainingMixing::TrainingMixing(int k, double scale, Csprng& rng, int extra)
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < n; ++j) pinv_(i, j) = pinv(i, j);
   Eigen::JacobiSVD<Mat> svd(f, Eigen::ComputeFullU);
-  const Mat u = svd.matrixU();
+  Mat u = svd.matrixU();
   delta_cond_ = svd.singularValues()(0) / svd.singularValues()(k - 1);
   for (int r = 0; r <= extra; ++r)
     for (int j = 0; j < n; ++j) (*null_)(r, j) = u(j, k + r);
   a.setZero();
   pinv.setZero();
   f.setZero();
-  std::fill(v.begin(), v.end(), 0.0);
+  u.setZero();
+  sodium_memzero(v.data(), v.size() * sizeof(double));
 }
 
 TrainingMixing::~TrainingMixing() {
