@@ -8,9 +8,14 @@ packages=(
   # toolchain
   g++ make cmake ninja-build pkg-config
   # libraries (see README "Dependencies")
-  libdnnl-dev libopenblas-openmp-dev libsodium-dev libcli11-dev nlohmann-json3-dev
+  # ocl-icd-opencl-dev: Debian's oneDNN CMake config (dnnl-config.cmake) calls
+  # find_package(OpenCL); libdnnl-dev only recommends it, and recommends are off below.
+  libdnnl-dev ocl-icd-opencl-dev libopenblas-openmp-dev libsodium-dev libcli11-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev zlib1g-dev libturbojpeg0-dev libgtest-dev libgmock-dev libbenchmark-dev
   libonnx-dev libprotobuf-dev libeigen3-dev libzmq3-dev cppzmq-dev
+  # fuzzing the parsers (make fuzz): clang with libFuzzer
+  # (libclang-rt-16-dev: the sanitizer runtimes; libomp-16-dev: clang links OpenMP code)
+  clang-16 libfuzzer-16-dev libclang-rt-16-dev libomp-16-dev
   # test data and tools
   libonnx-testdata dataset-fashion-mnist python3 python3-numpy python3-matplotlib python3-onnx
 )
