@@ -115,6 +115,17 @@ int argmax(const float* p, int64_t n) {
   return static_cast<int>(std::max_element(p, p + n) - p);
 }
 
+void warn_insecure(bool seeded, bool insecure) {
+  if (seeded)
+    std::fprintf(stderr,
+                 "darknight: warning: --seed makes the blinding coefficients and noise "
+                 "reproducible; anyone who knows the seed can unblind. Use it for tests only.\n");
+  if (insecure)
+    std::fprintf(stderr,
+                 "darknight: warning: --insecure allows noise-free blinding: the accelerator may "
+                 "receive scaled copies of the inputs. Use it for tests of the audit only.\n");
+}
+
 Progress::Progress(std::string what) : what_(std::move(what)), tty_(isatty(2)) {}
 
 void Progress::update(int64_t done, int64_t total, const std::string& extra) {

@@ -62,6 +62,10 @@ nlohmann::json integrity_report(const std::string& mode, const std::string& faul
 void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c,
                      const std::optional<WorkerFaults>& worker = {});
 
+/// Warns on stderr, on every run, about options that weaken secrecy: `seeded` (--seed),
+/// `insecure` (--insecure). Such runs' reports say `"insecure": true`.
+void warn_insecure(bool seeded, bool insecure);
+
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {
  public:

@@ -84,6 +84,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     co.k = o.k;
     co.noise = {o.noise_mean, o.noise_std};
     co.mixing_scale = o.mixing_scale;
+    co.insecure = o.insecure;
     co.precision = o.precision == "f64" ? DType::f64 : DType::f32;
     co.redundancy = integrity == trusted::IntegrityMode::redundant ? 1 : 0;
     rng =
@@ -216,6 +217,9 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
                 "Seed the model weights and the trusted generator (reproducible runs; "
                 "weakens secrecy)")
       ->each([&o](const std::string&) { o.seeded = true; });
+  c->add_flag("--insecure", o.insecure,
+              "Allow blinding noise that leaves the mixtures noise-free (--noise-std 0; with K = "
+              "1 each mixture is then a scaled copy of its input): for tests of the audit only");
   c->add_option("--report", o.report, "Write a JSON report to this file");
   c->add_option("--predictions", o.predictions,
                 "Write each image's top-1 class (and label) to this CSV file");
@@ -252,10 +256,11 @@ CLI::App* add_infer_command(CLI::App& app, InferOptions& o) {
 }
 
 int run_infer(const InferOptions& o) {
-  if (o.seeded)
+  warn_insecure(o.seeded, o.insecure);
+  if (o.compare_plain && o.mode != "plain")
     std::fprintf(stderr,
-                 "darknight: warning: --seed makes the blinding coefficients and noise "
-                 "reproducible; anyone who knows the seed can unblind. Use it for tests only.\n");
+                 "darknight: warning: --compare-plain also runs the model unprotected: the "
+                 "accelerator receives the plaintext images. Use it for evaluation only.\n");
   // Data, in the model's input shape.
   const nn::Graph probe_model = make_model(o);  // each run takes a copy of its weights
   data::LoadOptions lo;
@@ -317,6 +322,7 @@ int run_infer(const InferOptions& o) {
   const int64_t classes = run.outputs.shape().item_numel();
   json rep;
   rep["mode"] = o.mode;
+  rep["insecure"] = o.seeded || o.insecure || o.compare_plain;
   rep["model"] = o.model;
   rep["data"] = o.data;
   rep["images"] = n;

@@ -27,6 +27,7 @@ struct InferOptions {
   bool compare_plain = false;
   uint64_t seed = 0;
   bool seeded = false;
+  bool insecure = false;  ///< allow noise-free blinding (tests of the audit only)
   std::string report;
   std::string predictions;
   std::string enclave_memory = "128MiB";

@@ -143,6 +143,9 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
                 "checkpoint (else the initial weights) on this one and continue");
   c->add_flag("--resume", o.resume, "Continue from the checkpoint in --checkpoint");
   c->add_option("--metrics", o.metrics, "Per-epoch metrics CSV");
+  c->add_flag("--insecure", o.insecure,
+              "Allow blinding noise that leaves the mixtures noise-free (--noise-std 0; with K = "
+              "1 each mixture is then a scaled copy of its input): for tests of the audit only");
   c->add_option("--report", o.report, "JSON report");
   c->add_option("--seed", o.seed,
                 "Seed weights, data order, augmentation and the trusted "
@@ -179,10 +182,7 @@ namespace {
 /// One training run on one accelerator; `restarts` lists the earlier runs' stops (see
 /// run_train), reported, and gets this run's when it stops.
 int train_once(const TrainOptions& o, json& restarts) {
-  if (o.seeded)
-    std::fprintf(stderr,
-                 "darknight: warning: --seed makes the blinding coefficients and noise "
-                 "reproducible; anyone who knows the seed can unblind. Use it for tests only.\n");
+  warn_insecure(o.seeded, o.insecure);
   DK_CHECK(!o.resume || !o.checkpoint.empty(), "--resume needs --checkpoint DIR");
   const uint64_t seed = o.seeded ? o.seed : 1;
   ModelSpec spec;
@@ -253,6 +253,7 @@ int train_once(const TrainOptions& o, json& restarts) {
     trusted::CodecOptions co;
     co.k = o.k, co.noise = {o.noise_mean, o.noise_std}, co.precision = dtype;
     co.redundancy = redundancy;
+    co.insecure = o.insecure;
     rng =
         o.seeded ? std::make_unique<trusted::Csprng>(o.seed) : std::make_unique<trusted::Csprng>();
     auto e = std::make_unique<trusted::DarKnightEngine>(
@@ -337,6 +338,7 @@ int train_once(const TrainOptions& o, json& restarts) {
       if (!stopped.empty()) rep["stopped"] = stopped;
       if (!restarts.empty()) rep["restarts"] = restarts;
       rep["mode"] = o.mode;
+      rep["insecure"] = o.seeded || o.insecure;
       rep["model"] = o.model;
       rep["data"] = o.data;
       rep["batch"] = o.batch;

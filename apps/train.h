@@ -35,6 +35,7 @@ struct TrainOptions {
   std::string report;
   uint64_t seed = 0;
   bool seeded = false;
+  bool insecure = false;  ///< allow noise-free blinding (tests of the audit only)
   std::string save;
   std::string export_onnx;
   int64_t input_size = 32;

@@ -31,6 +31,26 @@ for field in mode model images seconds images_per_second peak_trusted_bytes \
   [ "$(json "$tmp/r.json" "'$field' in r")" = True ] || fail "infer report lacks $field"
 done
 [ "$(json "$tmp/r.json" "r['images']")" = 12 ] || fail "infer report: images != 12"
+# --compare-plain and --seed weaken secrecy: a warning on every run, and the report says so.
+grep -q "warning: --compare-plain" "$tmp/err" || fail "--compare-plain gives no warning"
+grep -q "warning: --seed" "$tmp/err" || fail "--seed gives no warning"
+[ "$(json "$tmp/r.json" "r['insecure']")" = True ] || fail "a seeded run's report is not insecure"
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 4 --report "$tmp/r0.json"
+[ "$(json "$tmp/r0.json" "r['insecure']")" = False ] || fail "a default run's report is insecure"
+grep -q "warning" "$tmp/err" && fail "a default run warns: $(cat "$tmp/err")"
+
+# Noise-free blinding (each K = 1 mixture a scaled copy of its input) only with --insecure.
+refuses "noise-free" "$dk" infer --model fmnist-cnn --data synthetic --limit 4 -k 1 --noise-std 0
+refuses "noise-free" "$dk" train --model fmnist-cnn --data synthetic --limit 8 --steps 1 -k 1 \
+  --noise-std 0
+refuses "noise-free" "$dk" infer --model fmnist-cnn --data synthetic --limit 4 -k 4 \
+  --noise-mean 1e4 --noise-std 1e-6
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 4 -k 1 --noise-std 0 --insecure \
+  --report "$tmp/ri.json"
+grep -q "warning: --insecure" "$tmp/err" || fail "--insecure gives no warning"
+[ "$(json "$tmp/ri.json" "r['insecure']")" = True ] || fail "an --insecure run's report is not insecure"
+ok "$dk" train --model fmnist-cnn --data synthetic --limit 8 --batch 8 --steps 1 -k 1 --noise-std 0 --insecure
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 4 -k 1  # K = 1 itself stays allowed
 
 # The cuda backend: where it cannot run (no GPU, or not built), a clear error, no crash.
 ok "$dk" backends

@@ -77,7 +77,7 @@ stop_worker
 # The capture and its audit.
 capture infer_plain $infer --mode plain
 capture infer_dk $infer
-capture infer_leak $infer -k 1 --noise-std 0
+capture infer_leak $infer -k 1 --noise-std 0 --insecure
 capture train_plain $train --mode plain
 capture train_dk $train
 check "capture index: fields, K+1 mixtures per virtual batch as rows" /usr/bin/python3 -c "

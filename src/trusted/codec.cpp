@@ -6,6 +6,7 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <cmath>
 
 namespace darknight::trusted {
 namespace {
@@ -66,6 +67,14 @@ __attribute__((target_clones("avx2", "default"))) void unmix_tile(const double* 
 void CodecOptions::validate() const {
   DK_CHECK(k >= 1 && k <= 16, "virtual batch size K must be in 1..16, got {}", k);
   DK_CHECK(noise.std >= 0, "noise standard deviation must be >= 0, got {}", noise.std);
+  // Noise below the element type's rounding of the mean or of unit-scale inputs vanishes
+  // from the mixtures: each is then a noise-free mixture (K = 1: a scaled copy) of inputs.
+  const double unit = precision == DType::f32 ? 0x1p-24 : 0x1p-53;
+  DK_CHECK(insecure || noise.std > 4 * unit * std::max(1.0, std::abs(noise.mean)),
+           "noise standard deviation {} (mean {}) leaves the mixtures noise-free: with K = 1 "
+           "each is a scaled copy of its input. Use a larger --noise-std, or --insecure to "
+           "allow it (tests of the audit only)",
+           noise.std, noise.mean);
   DK_CHECK(mixing_scale > 0, "mixing scale must be > 0, got {}", mixing_scale);
   DK_CHECK(stream_tile > 0, "stream tile must be positive, got {}", stream_tile);
   DK_CHECK(redundancy == 0 || redundancy == 1, "redundant mixtures must be 0 or 1, got {}",

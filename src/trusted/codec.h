@@ -37,6 +37,11 @@ struct CodecOptions {
   DType precision = DType::f32;
   /// Redundant mixtures per virtual batch (0, or 1 for the paper's integrity check).
   int redundancy = 0;
+  /// Allow noise that leaves the mixtures noise-free (std 0, or so small next to the mean
+  /// and to unit-scale inputs that the element type rounds it away): with K = 1 each mixture
+  /// is then a scaled copy of its input. For tests of the audit only; validate() refuses it
+  /// otherwise.
+  bool insecure = false;
   /// Elements per streamed piece: mixtures are made and decoded this many elements of each
   /// item at a time, so the trusted side never holds a layer's whole set of mixtures.
   int64_t stream_tile = int64_t{1} << 18;

@@ -168,7 +168,34 @@ TEST(Encoder, RoundTripMatchesExactProduct) {
   // Without noise the error is at the data's scale only.
   opts.noise = {0.0, 0.0};
   opts.precision = DType::f32;
+  opts.insecure = true;
   EXPECT_LT(round_trip_error<float>(opts, x), 1e-5);
+}
+
+// Noise that leaves the mixtures noise-free (a scaled copy of the input when K = 1) is
+// refused unless asked for, in both element types.
+TEST(Encoder, RefusesNoiseFreeBlindingUnlessInsecure) {
+  CodecOptions opts;
+  opts.k = 1;
+  Csprng rng(3);
+  auto allowed = [&](DType p, NoiseSpec n, bool insecure) {
+    opts.precision = p, opts.noise = n, opts.insecure = insecure;
+    try {
+      Encoder enc(opts, rng);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  for (DType p : {DType::f32, DType::f64})
+    for (NoiseSpec n : {NoiseSpec{0.0, 0.0}, NoiseSpec{5.0, 0.0}, NoiseSpec{0.0, 1e-30}}) {
+      EXPECT_FALSE(allowed(p, n, false)) << n.mean << " " << n.std;
+      EXPECT_TRUE(allowed(p, n, true));
+    }
+  // N(1e4, 1e-5^2) rounds to the mean in f32, not in f64.
+  EXPECT_FALSE(allowed(DType::f32, {1e4, 1e-5}, false));
+  EXPECT_TRUE(allowed(DType::f64, {1e4, 1e-5}, false));
+  EXPECT_TRUE(allowed(DType::f32, {1e4, 63.2}, false));  // the paper's settings pass
 }
 
 TEST(Encoder, MixturesShapeSecretsAndNoPlaintext) {
