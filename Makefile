@@ -4,7 +4,7 @@ ASAN_DIR ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test demo test-asan bench conformance format clean
+.PHONY: all deps build test demo test-asan bench conformance format clean fuzz
 
 all: build
 
@@ -44,6 +44,18 @@ test-asan:
 bench: build
 	$(BUILD_DIR)/bench/accel_bench
 
+# The parser fuzzers (libFuzzer, clang-16; docs/fuzzing.md): built into $(FUZZ_DIR), each
+# target run FUZZ_SECONDS seconds on its seed corpus; fails when any finds a crash.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 30
+fuzz:
+	@$(MAKE) --no-print-directory deps
+	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_COMPILER=clang++-16 -DDARKNIGHT_FUZZ=ON -DDARKNIGHT_SANITIZE=address,undefined \
+	  -DDARKNIGHT_BUILD_TESTS=OFF -DDARKNIGHT_BUILD_BENCH=OFF -DDARKNIGHT_CUDA=off
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
+	fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
 conformance: build
 	$(BUILD_DIR)/darknight conformance --backend ref cpu --precision f32
 	$(BUILD_DIR)/darknight conformance --backend ref cpu --precision f64
@@ -52,4 +64,4 @@ format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)

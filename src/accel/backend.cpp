@@ -9,6 +9,7 @@
 #endif
 #include "accel/ref/ref_backend.h"
 #include "accel/remote/remote_backend.h"
+#include "protocol/checked.h"
 
 namespace darknight::accel {
 
@@ -34,12 +35,19 @@ Shape ConvDesc::dst_shape(const Shape& src) const {
   DK_CHECK(src.rank() == 4, "conv {}: src must be NCHW, got {}", str(), src.str());
   DK_CHECK(src.c() == in_channels, "conv {}: src {} has {} channels, expected {}", str(), src.str(),
            src.c(), in_channels);
-  const int64_t eff_kh = (kernel_h - 1) * dilation_h + 1;
-  const int64_t eff_kw = (kernel_w - 1) * dilation_w + 1;
-  const int64_t ph = src.h() + pad_top + pad_bottom - eff_kh;
-  const int64_t pw = src.w() + pad_left + pad_right - eff_kw;
-  DK_CHECK(ph >= 0 && pw >= 0, "conv {}: kernel larger than padded input {}", str(), src.str());
-  return Shape{src.n(), out_channels, ph / stride_h + 1, pw / stride_w + 1};
+  // The fields may come from a file or a message: overflow-checked (validate() made every
+  // one positive, the pads non-negative).
+  auto extent = [&](int64_t in, int64_t k, int64_t d, int64_t pb, int64_t pe, int64_t s) {
+    std::optional<int64_t> eff = checked_mul(k - 1, d), padded = checked_add(in, pb);
+    if (eff) eff = checked_add(*eff, int64_t{1});
+    if (padded) padded = checked_add(*padded, pe);
+    DK_CHECK(eff && padded, "conv {}: window or padding too large (overflow)", str());
+    DK_CHECK(*padded >= *eff, "conv {}: kernel larger than padded input {}", str(), src.str());
+    return (*padded - *eff) / s + 1;
+  };
+  return Shape{src.n(), out_channels,
+               extent(src.h(), kernel_h, dilation_h, pad_top, pad_bottom, stride_h),
+               extent(src.w(), kernel_w, dilation_w, pad_left, pad_right, stride_w)};
 }
 
 std::string ConvDesc::str() const {
@@ -143,10 +151,23 @@ WeightsPtr Backend::create_weights(const Tensor& weights) {
   return do_create_weights(weights);
 }
 
+void Backend::check_result(const Shape& got, bool empty, const Weights& w, bool may_be_empty,
+                           const char* op) {
+  if ((empty && may_be_empty) || (!empty && got == w.shape())) return;
+  const std::string why =
+      fmt::format("{}: the accelerator ({}) returned {} for weights of {}{}", op, describe(),
+                  empty ? "nothing" : "a tensor of " + got.str(), w.shape().str(),
+                  may_be_empty ? " (expected that shape or nothing)" : "");
+  on_bad_result(why);
+  throw Error(why);
+}
+
 Tensor Backend::read_weights(const Weights& w) {
   const MeterScope unmetered(nullptr);
   check_owned(w, "read_weights");
-  return do_read_weights(w);
+  Tensor t = do_read_weights(w);
+  check_result(t.shape(), t.empty(), w, false, "read_weights");
+  return t;
 }
 
 static void check_sgd(const SgdParams& p) {
@@ -198,13 +219,17 @@ void Backend::sgd_step(Weights& w, const Tensor& grad, const SgdParams& p) {
 Tensor64 Backend::read_grad(const Weights& w) {
   const MeterScope unmetered(nullptr);
   check_owned(w, "read_grad");
-  return do_read_grad(w);
+  Tensor64 t = do_read_grad(w);
+  check_result(t.shape(), t.empty(), w, false, "read_grad");
+  return t;
 }
 
 Tensor Backend::read_momentum(const Weights& w) {
   const MeterScope unmetered(nullptr);
   check_owned(w, "read_momentum");
-  return do_read_momentum(w);
+  Tensor t = do_read_momentum(w);
+  check_result(t.shape(), t.empty(), w, true, "read_momentum");
+  return t;
 }
 
 void Backend::write_momentum(Weights& w, const Tensor& momentum) {

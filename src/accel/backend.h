@@ -189,6 +189,9 @@ class Backend {
   virtual bool upload_copies() const { return true; }
 
   // --- weights --------------------------------------------------------------------------
+  // What read_weights, read_momentum and read_grad return is untrusted (a remote worker
+  // chooses it): a result of another shape than the weights' throws Error naming the
+  // backend, after on_bad_result.
   WeightsPtr create_weights(const Tensor& weights);
   /// Reads weights back (for checkpoints). Synchronous.
   Tensor read_weights(const Weights& w);
@@ -228,6 +231,11 @@ class Backend {
                               Buffer& diff_weights);
 
  protected:
+  /// Called when a result breaks this interface's contract (read_weights returning another
+  /// shape than the weights', ...), just before the call throws Error: a backend whose
+  /// results come from another process stops using that connection. Default: nothing.
+  virtual void on_bad_result(const std::string& /*why*/) {}
+
   virtual BufferPtr do_alloc(const Shape& shape, DType dtype) = 0;
   virtual BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) = 0;
   /// Copies `bytes` from host `src` to `dst` at byte `offset` (validated).
@@ -272,6 +280,10 @@ class Backend {
                    int64_t count, int64_t buffer_offset, const char* op) const;
   int64_t check_backward_weights(const Shape& weight_shape, const Buffer& diff_weights,
                                  int64_t batch, DType dtype, const char* op) const;
+  /// Throws (after on_bad_result) unless a result read for `w` has w's shape (or is empty,
+  /// where `may_be_empty`).
+  void check_result(const Shape& got, bool empty, const Weights& w, bool may_be_empty,
+                    const char* op);
 };
 
 /// Options for make_backend.

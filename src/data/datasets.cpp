@@ -7,8 +7,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
+
+#include "protocol/checked.h"
 
 namespace darknight::data {
 namespace fs = std::filesystem;
@@ -35,39 +38,42 @@ Result<Dataset> fashion_mnist(const std::string& dir, Split split) {
   if (!img.ok()) return img.status();
   auto lab = read_gzip(lpath);
   if (!lab.ok()) return lab.status();
-  const auto& ib = img.value();
-  const auto& lb = lab.value();
-  if (ib.size() < 16 || be32(ib.data()) != 0x803)
-    return Status::error(fmt::format("{}: not an IDX image file (bad magic)", ipath));
-  if (lb.size() < 8 || be32(lb.data()) != 0x801)
-    return Status::error(fmt::format("{}: not an IDX label file (bad magic)", lpath));
-  const uint64_t n = be32(ib.data() + 4), rows = be32(ib.data() + 8), cols = be32(ib.data() + 12);
-  if (rows == 0 || cols == 0 || rows > 4096 || cols > 4096)
-    return Status::error(fmt::format("{}: absurd image size {}x{}", ipath, rows, cols));
-  if (ib.size() - 16 != n * rows * cols)
+  return decode_idx(img.value(), lab.value(), ipath, lpath);
+}
+
+/// Checks one CIFAR batch file (whole records, every label in range); its record count.
+Result<int64_t> cifar_records(std::span<const unsigned char> bytes, int classes,
+                              const std::string& name) {
+  const int64_t header = classes == 10 ? 1 : 2, record = header + 3072;
+  const auto size = static_cast<int64_t>(bytes.size());
+  if (size == 0 || size % record != 0)
     return Status::error(
-        fmt::format("{}: header says {} images of {}x{} ({} bytes), payload has {}", ipath, n, rows,
-                    cols, n * rows * cols, ib.size() - 16));
-  const uint64_t nl = be32(lb.data() + 4);
-  if (lb.size() - 8 != nl)
-    return Status::error(
-        fmt::format("{}: header says {} labels, payload has {}", lpath, nl, lb.size() - 8));
-  if (nl != n)
-    return Status::error(fmt::format("{} images but {} labels ({}, {})", n, nl, ipath, lpath));
-  Dataset d;
-  d.name = "fashion-mnist";
-  d.classes = 10;
-  d.images = Tensor(
-      Shape{static_cast<int64_t>(n), 1, static_cast<int64_t>(rows), static_cast<int64_t>(cols)});
-  for (uint64_t i = 0; i < n * rows * cols; ++i)
-    d.images[static_cast<int64_t>(i)] = static_cast<float>(ib[16 + i]) / 255.0f;
-  d.labels.resize(n);
-  for (uint64_t i = 0; i < n; ++i) {
-    if (lb[8 + i] >= 10)
+        fmt::format("{}: {} bytes is not a whole number of {}-byte records", name, size, record));
+  for (int64_t r = 0; r < size / record; ++r) {
+    const int label = bytes[static_cast<size_t>(r * record + header - 1)];
+    if (label >= classes)
       return Status::error(
-          fmt::format("{}: label {} of example {} is not in 0..9", lpath, lb[8 + i], i));
-    d.labels[i] = lb[8 + i];
+          fmt::format("{}: label {} of record {} is not in 0..{}", name, label, r, classes - 1));
   }
+  return size / record;
+}
+
+/// Appends the records of checked CIFAR batch files to a dataset of `n` images in all.
+Dataset cifar_dataset(const std::vector<std::span<const unsigned char>>& files, int classes,
+                      int64_t n) {
+  const int64_t header = classes == 10 ? 1 : 2, record = header + 3072;
+  Dataset d;
+  d.name = classes == 10 ? "cifar10" : "cifar100";
+  d.classes = classes;
+  d.images = Tensor::uninitialized(Shape{n, 3, 32, 32});
+  int64_t i = 0;
+  for (const auto& f : files)
+    for (size_t r = 0; r < f.size() / static_cast<size_t>(record); ++r, ++i) {
+      const unsigned char* rec = f.data() + r * static_cast<size_t>(record);
+      d.labels.push_back(rec[header - 1]);
+      for (int64_t p = 0; p < 3072; ++p) d.images[i * 3072 + p] = rec[header + p] / 255.0f;
+    }
+  DK_ASSERT(i == n);
   return d;
 }
 
@@ -83,7 +89,6 @@ Result<Dataset> cifar(const std::string& dir, int classes, Split split) {
     names = {split == Split::test ? "test.bin" : "train.bin"};
   }
   const std::string sub = classes == 10 ? "cifar-10-batches-bin" : "cifar-100-binary";
-  const int64_t header = classes == 10 ? 1 : 2, record = header + 3072;
   std::vector<std::vector<unsigned char>> files;
   int64_t n = 0;
   for (const auto& name : names) {
@@ -92,31 +97,12 @@ Result<Dataset> cifar(const std::string& dir, int classes, Split split) {
       path = dir + "/" + sub + "/" + name;
     auto bytes = read_file(path);
     if (!bytes.ok()) return bytes.status();
-    const auto size = static_cast<int64_t>(bytes.value().size());
-    if (size == 0 || size % record != 0)
-      return Status::error(
-          fmt::format("{}: {} bytes is not a whole number of {}-byte records", path, size, record));
-    for (int64_t r = 0; r < size / record; ++r) {
-      const int label = bytes.value()[static_cast<size_t>(r * record + header - 1)];
-      if (label >= classes)
-        return Status::error(
-            fmt::format("{}: label {} of record {} is not in 0..{}", path, label, r, classes - 1));
-    }
-    n += size / record;
+    auto records = cifar_records(bytes.value(), classes, path);
+    if (!records.ok()) return records.status();
+    n += records.value();
     files.push_back(std::move(bytes).value());
   }
-  Dataset d;
-  d.name = classes == 10 ? "cifar10" : "cifar100";
-  d.classes = classes;
-  d.images = Tensor(Shape{n, 3, 32, 32});
-  int64_t i = 0;
-  for (const auto& f : files)
-    for (size_t r = 0; r < f.size() / static_cast<size_t>(record); ++r, ++i) {
-      const unsigned char* rec = f.data() + r * static_cast<size_t>(record);
-      d.labels.push_back(rec[header - 1]);
-      for (int64_t p = 0; p < 3072; ++p) d.images[i * 3072 + p] = rec[header + p] / 255.0f;
-    }
-  return d;
+  return cifar_dataset({files.begin(), files.end()}, classes, n);
 }
 
 /// Bilinear resize of an interleaved RGB image so its shorter side is `size`, then a
@@ -198,25 +184,70 @@ Result<Dataset> image_folder(const std::string& dir, Split split, int64_t size) 
 
 }  // namespace
 
-Result<Tensor> load_jpeg(const std::string& path, int64_t size) {
-  auto bytes = read_file(path);
-  if (!bytes.ok()) return bytes.status();
+Result<Dataset> decode_idx(std::span<const unsigned char> ib, std::span<const unsigned char> lb,
+                           const std::string& ipath, const std::string& lpath) {
+  if (ib.size() < 16 || be32(ib.data()) != 0x803)
+    return Status::error(fmt::format("{}: not an IDX image file (bad magic)", ipath));
+  if (lb.size() < 8 || be32(lb.data()) != 0x801)
+    return Status::error(fmt::format("{}: not an IDX label file (bad magic)", lpath));
+  const int64_t n = be32(ib.data() + 4), rows = be32(ib.data() + 8), cols = be32(ib.data() + 12);
+  if (rows == 0 || cols == 0 || rows > 4096 || cols > 4096)
+    return Status::error(fmt::format("{}: absurd image size {}x{}", ipath, rows, cols));
+  const int64_t dims[] = {n, rows, cols};
+  const auto pixels = checked_product(dims, Shape::kMaxElements);
+  const uint64_t have = ib.size() - 16;
+  if (!pixels || have != static_cast<uint64_t>(*pixels))
+    return Status::error(
+        fmt::format("{}: header says {} images of {}x{} ({} bytes), payload has {}", ipath, n, rows,
+                    cols, pixels ? fmt::to_string(*pixels) : "too many", have));
+  const int64_t nl = be32(lb.data() + 4);
+  if (lb.size() - 8 != static_cast<uint64_t>(nl))
+    return Status::error(
+        fmt::format("{}: header says {} labels, payload has {}", lpath, nl, lb.size() - 8));
+  if (nl != n)
+    return Status::error(fmt::format("{} images but {} labels ({}, {})", n, nl, ipath, lpath));
+  for (int64_t i = 0; i < n; ++i)
+    if (lb[static_cast<size_t>(8 + i)] >= 10)
+      return Status::error(fmt::format("{}: label {} of example {} is not in 0..9", lpath,
+                                       lb[static_cast<size_t>(8 + i)], i));
+  Dataset d;
+  d.name = "fashion-mnist";
+  d.classes = 10;
+  d.images = Tensor::uninitialized(Shape{n, 1, rows, cols});
+  for (int64_t i = 0; i < *pixels; ++i)
+    d.images[i] = static_cast<float>(ib[static_cast<size_t>(16 + i)]) / 255.0f;
+  d.labels.assign(lb.begin() + 8, lb.end());
+  return d;
+}
+
+Result<Dataset> decode_cifar_batch(std::span<const unsigned char> bytes, int classes,
+                                   const std::string& name) {
+  DK_CHECK(classes == 10 || classes == 100, "CIFAR has 10 or 100 classes, not {}", classes);
+  auto n = cifar_records(bytes, classes, name);
+  if (!n.ok()) return n.status();
+  return cifar_dataset({bytes}, classes, n.value());
+}
+
+Result<Tensor> decode_jpeg(std::span<const unsigned char> b, int64_t size, const std::string& name,
+                           int64_t max_pixels) {
+  DK_CHECK(size > 0 && size <= 1 << 16, "image size {} is not in 1..65536", size);
   tjhandle tj = tjInitDecompress();
   if (!tj) return Status::error("libjpeg-turbo failed to initialise");
   int w = 0, h = 0, subsamp = 0, colorspace = 0;
-  auto& b = bytes.value();
   Result<Tensor> out = Status::error("unset");
-  if (tjDecompressHeader3(tj, b.data(), static_cast<unsigned long>(b.size()), &w, &h, &subsamp,
+  if (b.size() > std::numeric_limits<unsigned long>::max() ||
+      tjDecompressHeader3(tj, b.data(), static_cast<unsigned long>(b.size()), &w, &h, &subsamp,
                           &colorspace) != 0) {
-    out = Status::error(fmt::format("{}: not a readable JPEG: {}", path, tjGetErrorStr2(tj)));
-  } else if (w <= 0 || h <= 0 || int64_t{w} * h > (int64_t{1} << 28)) {
-    out = Status::error(fmt::format("{}: absurd JPEG size {}x{}", path, w, h));
+    out = Status::error(fmt::format("{}: not a readable JPEG: {}", name, tjGetErrorStr2(tj)));
+  } else if (w <= 0 || h <= 0 || int64_t{w} * h > max_pixels) {
+    out = Status::error(
+        fmt::format("{}: JPEG size {}x{} is more than {} pixels", name, w, h, max_pixels));
   } else {
     std::vector<unsigned char> rgb(static_cast<size_t>(w) * h * 3);
     if (tjDecompress2(tj, b.data(), static_cast<unsigned long>(b.size()), rgb.data(), w, 0, h,
                       TJPF_RGB, 0) != 0 &&
         tjGetErrorCode(tj) == TJERR_FATAL)
-      out = Status::error(fmt::format("{}: corrupt JPEG: {}", path, tjGetErrorStr2(tj)));
+      out = Status::error(fmt::format("{}: corrupt JPEG: {}", name, tjGetErrorStr2(tj)));
     else
       out = resize_crop(rgb.data(), w, h, size);
   }
@@ -224,34 +255,60 @@ Result<Tensor> load_jpeg(const std::string& path, int64_t size) {
   return out;
 }
 
-Result<std::vector<unsigned char>> read_gzip(const std::string& path) {
-  auto raw = read_file(path);
-  if (!raw.ok()) return raw.status();
-  const auto& in = raw.value();
+Result<Tensor> load_jpeg(const std::string& path, int64_t size) {
+  auto bytes = read_file(path);
+  if (!bytes.ok()) return bytes.status();
+  return decode_jpeg(bytes.value(), size, path);
+}
+
+Result<std::vector<unsigned char>> gunzip(std::span<const unsigned char> in, size_t max_bytes,
+                                          const std::string& name) {
   z_stream z{};
   if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
-    return Status::error(fmt::format("{}: zlib failed to initialise", path));
+    return Status::error(fmt::format("{}: zlib failed to initialise", name));
   std::vector<unsigned char> out;
   unsigned char buf[1 << 16];
-  z.next_in = const_cast<unsigned char*>(in.data());
-  z.avail_in = static_cast<uInt>(in.size());
+  size_t fed = 0;  // bytes of `in` handed to zlib so far
+  bool too_big = false;
   int rc = Z_OK;
-  while (rc == Z_OK) {
+  for (;;) {
+    if (z.avail_in == 0 && fed < in.size()) {
+      const size_t k = std::min<size_t>(in.size() - fed, std::numeric_limits<uInt>::max());
+      z.next_in = const_cast<unsigned char*>(in.data() + fed);
+      z.avail_in = static_cast<uInt>(k);
+      fed += k;
+    }
     z.next_out = buf;
     z.avail_out = sizeof buf;
     rc = inflate(&z, Z_NO_FLUSH);
-    out.insert(out.end(), buf, buf + (sizeof buf - z.avail_out));
-    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // input ended early
+    const size_t produced = sizeof buf - z.avail_out;
+    if (produced > max_bytes - out.size()) {  // the cap, checked before the output grows
+      too_big = true;
+      break;
+    }
+    out.insert(out.end(), buf, buf + produced);
+    if (rc == Z_OK || (rc == Z_BUF_ERROR && z.avail_in == 0 && fed < in.size())) continue;
+    break;  // the end, an error, or the input ended early (Z_BUF_ERROR)
   }
-  const uLong left = z.avail_in;
+  const size_t left = z.avail_in + (in.size() - fed);
   inflateEnd(&z);
+  if (too_big)
+    return Status::error(fmt::format(
+        "{}: decompresses to more than {} bytes, the limit (not a dataset file, or a gzip bomb)",
+        name, max_bytes));
   if (rc == Z_DATA_ERROR)
-    return Status::error(fmt::format("{}: corrupt gzip data or CRC mismatch", path));
+    return Status::error(fmt::format("{}: corrupt gzip data or CRC mismatch", name));
   if (rc != Z_STREAM_END)
-    return Status::error(fmt::format("{}: truncated gzip file (no complete trailer)", path));
+    return Status::error(fmt::format("{}: truncated gzip file (no complete trailer)", name));
   if (left != 0)
-    return Status::error(fmt::format("{}: {} unexpected bytes after the gzip stream", path, left));
+    return Status::error(fmt::format("{}: {} unexpected bytes after the gzip stream", name, left));
   return out;
+}
+
+Result<std::vector<unsigned char>> read_gzip(const std::string& path, size_t max_bytes) {
+  auto raw = read_file(path);
+  if (!raw.ok()) return raw.status();
+  return gunzip(raw.value(), max_bytes, path);
 }
 
 Result<Dataset> load(const std::string& spec, const LoadOptions& opts) {

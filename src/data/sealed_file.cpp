@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "protocol/checked.h"
+
 namespace darknight::data {
 namespace {
 
@@ -402,8 +404,9 @@ Result<Dataset> decode_payload(const unsigned char* p, size_t n, Split split, in
     if (!r.u(part.classes, 4) || part.classes > 1000000) return bad("class count");
     for (auto& d : part.dims) {
       if (!r.u(d, 8) || d == 0 || d > (uint64_t{1} << 32)) return bad("shape");
-      part.numel *= d;
-      if (part.numel > kMaxPlaintextBytes) return bad("shape");
+      const auto numel = checked_mul(part.numel, d);
+      if (!numel || *numel > kMaxPlaintextBytes) return bad("shape (too many elements)");
+      part.numel = *numel;
     }
     if (!r.u(has_labels, 1) || has_labels > 1) return bad("labels flag");
     part.has_labels = has_labels == 1;
@@ -436,7 +439,8 @@ Result<Dataset> decode_payload(const unsigned char* p, size_t n, Split split, in
                            static_cast<uint32_t>(p[part.labels_at + 4 * i + 2]) << 16 |
                            static_cast<uint32_t>(p[part.labels_at + 4 * i + 3]) << 24;
     if (label >= part.classes)
-      return bad(fmt::format("label {} of example {} is not in 0..{}", label, i, part.classes - 1));
+      return bad(fmt::format("label {} of example {} is not below the class count {}", label, i,
+                             part.classes));
     d.labels.push_back(static_cast<int>(label));
   }
   float* dst = d.images.data();

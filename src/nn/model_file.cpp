@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "protocol/checked.h"
+
 namespace darknight::nn {
 namespace {
 
@@ -18,7 +20,7 @@ void put(std::string& out, T v) {
 }
 
 template <typename T>
-bool take(const std::string& in, size_t& pos, T& v) {
+bool take(std::string_view in, size_t& pos, T& v) {
   if (in.size() < pos + sizeof v) return false;
   std::memcpy(&v, in.data() + pos, sizeof v);
   pos += sizeof v;
@@ -70,8 +72,8 @@ Status save_tensor_file(const std::string& path, const TensorFile& file) {
   out += h;
   for (const auto& [name, t] : file.tensors)
     out.append(reinterpret_cast<const char*>(t.data()), t.bytes());
-  put(out, static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(out.data()),
-                                       static_cast<uInt>(out.size()))));
+  put(out,
+      static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(out.data()), out.size())));
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
@@ -91,19 +93,16 @@ Status save_tensor_file(const std::string& path, const TensorFile& file) {
   return {};
 }
 
-Result<TensorFile> load_tensor_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Status::error(fmt::format("cannot open {}", path));
-  const std::string in((std::istreambuf_iterator<char>(f)), {});
+Result<TensorFile> parse_tensor_file(std::string_view in, const std::string& name) {
   auto bad = [&](const std::string& why) {
-    return Status::error(fmt::format("{}: not a valid DarKnight model file: {}", path, why));
+    return Status::error(fmt::format("{}: not a valid DarKnight model file: {}", name, why));
   };
   if (in.size() < sizeof kMagic + 16 || std::memcmp(in.data(), kMagic, sizeof kMagic) != 0)
     return bad("bad magic");
   uint32_t crc_stored;
   std::memcpy(&crc_stored, in.data() + in.size() - 4, 4);
-  const auto crc = static_cast<uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(in.data()), static_cast<uInt>(in.size() - 4)));
+  const auto crc =
+      static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(in.data()), in.size() - 4));
   if (crc != crc_stored) return bad("CRC mismatch (truncated or corrupted)");
   size_t pos = sizeof kMagic;
   uint32_t version = 0;
@@ -120,31 +119,46 @@ Result<TensorFile> load_tensor_file(const std::string& path) {
     return bad(std::string("header is not JSON: ") + e.what());
   }
   pos += hlen;
-  const size_t data_size = in.size() - 4 - pos;
+  const uint64_t data_size = in.size() - 4 - pos;
   TensorFile out;
   try {
     out.meta = header.at("meta");
-    for (const auto& t : header.at("tensors")) {
+    const auto& tensors = header.at("tensors");
+    if (!tensors.is_array()) return bad("'tensors' is not a list");
+    // The tensors follow each other, as written, and fill the data exactly: nothing is
+    // allocated for bytes the file does not hold, nor twice for the same bytes.
+    uint64_t next = 0;
+    for (const auto& t : tensors) {
+      const auto tname = t.at("name").get<std::string>();
       const auto dims = t.at("shape").get<std::vector<int64_t>>();
       const auto offset = t.at("offset").get<uint64_t>();
-      Shape shape;
-      try {
-        shape = Shape(std::span<const int64_t>(dims));
-      } catch (const Error& e) {
-        return bad(e.what());
-      }
-      const auto bytes = static_cast<uint64_t>(shape.numel()) * 4;
-      if (offset > data_size || bytes > data_size - offset)
-        return bad(fmt::format("tensor {} lies past the end of the data",
-                               t.at("name").get<std::string>()));
-      Tensor v = Tensor::uninitialized(shape);
-      std::memcpy(v.data(), in.data() + pos + offset, bytes);
-      out.tensors.emplace_back(t.at("name").get<std::string>(), std::move(v));
+      auto shape = to_shape(dims, fmt::format("tensor '{}'", tname));
+      if (!shape.ok()) return bad(shape.status().message());
+      const auto bytes = static_cast<uint64_t>(shape.value().numel()) * 4;
+      if (offset != next)
+        return bad(fmt::format("tensor '{}' starts at byte {} of the data, expected {}", tname,
+                               offset, next));
+      if (bytes > data_size - offset)
+        return bad(fmt::format("tensor '{}' lies past the end of the data", tname));
+      Tensor v = Tensor::uninitialized(shape.value());
+      if (bytes) std::memcpy(v.data(), in.data() + pos + offset, bytes);
+      out.tensors.emplace_back(tname, std::move(v));
+      next = offset + bytes;
     }
+    if (next != data_size)
+      return bad(fmt::format("{} bytes of data follow the last tensor", data_size - next));
   } catch (const nlohmann::json::exception& e) {
     return bad(std::string("malformed header: ") + e.what());
   }
   return out;
+}
+
+Result<TensorFile> load_tensor_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::error(fmt::format("cannot open {}", path));
+  const std::string in((std::istreambuf_iterator<char>(f)), {});
+  if (f.bad()) return Status::error(fmt::format("cannot read {}", path));
+  return parse_tensor_file(in, path);
 }
 
 void add_model_tensors(const Graph& g, const std::function<Tensor(int)>& weights,

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,11 @@ struct TensorFile {
 inline constexpr uint32_t kModelFileVersion = 1;
 
 Status save_tensor_file(const std::string& path, const TensorFile& file);
+/// Parses a whole file's bytes (`name` names it in errors). Checks the CRC, then that the
+/// tensors (at most Shape::kMaxElements elements each) lie one after the other in the
+/// data and fill it exactly, before allocating each.
+Result<TensorFile> parse_tensor_file(std::string_view bytes, const std::string& name);
+/// Reads a file and parses it (parse_tensor_file).
 Result<TensorFile> load_tensor_file(const std::string& path);
 
 /// A model's parameters by stable name (Node::origin): "<layer>.weight" (`weights(i)`

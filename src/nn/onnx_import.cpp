@@ -1,12 +1,15 @@
 #include "nn/onnx_import.h"
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <variant>
 
 #include "onnx/onnx_io.h"
+#include "protocol/checked.h"
 
 namespace darknight::nn {
 namespace {
@@ -18,26 +21,30 @@ using onnx_io::attr_string;
 
 /// The batch dimension in folded shape arithmetic (unknown until run time).
 constexpr int64_t kBatch = std::numeric_limits<int64_t>::min();
+/// Window attributes (kernel_shape, strides, dilations, pads) and Pad amounts above this
+/// are refused as absurd, which keeps the shape arithmetic far from overflow.
+constexpr int64_t kMaxWindow = int64_t{1} << 24;
+/// Folded shape arithmetic (Concat results) longer than this is refused: real models
+/// fold vectors of a few dimensions, and repeated Concats could double a list per node.
+constexpr size_t kMaxFoldedInts = size_t{1} << 16;
 
 /// A value known at load time: float data (weights) or integers (shape arithmetic).
+/// Shared, never modified: Identity/Dropout/Unsqueeze of a constant share it, not copy it.
 struct Const {
   Tensor floats;
   std::vector<int64_t> ints;
   bool is_int = false;
-  Const clone() const {
-    Const c;
-    c.floats = floats.clone();
-    c.ints = ints;
-    c.is_int = is_int;
-    return c;
-  }
 };
+using ConstPtr = std::shared_ptr<const Const>;
 
 class Importer {
  public:
   explicit Importer(const onnx::ModelProto& m) : m_(m) {
     for (const auto& op : m.opset_import())
       if (op.domain().empty() || op.domain() == "ai.onnx") opset_ = static_cast<int>(op.version());
+    // What the graph may hold: the model's weights, with room for small derived tensors.
+    // More means weights shared by many nodes or sizes the file declares but does not hold.
+    budget_ = 2 * static_cast<int64_t>(m.ByteSizeLong()) + (int64_t{1} << 20);
   }
 
   Graph run() {
@@ -77,6 +84,41 @@ class Importer {
 
   Graph& g() { return *graph_; }
 
+  /// Input i of a node, which must be there (a node with fewer inputs is an error).
+  const std::string& input(const onnx::NodeProto& n, int i, const std::string& where) {
+    if (i >= n.input_size()) fail(where, "input {} is missing ({} given)", i, n.input_size());
+    if (n.input(i).empty()) fail(where, "input {} is missing (empty name)", i);
+    return n.input(i);
+  }
+  /// Whether optional input i is given.
+  bool has_input(const onnx::NodeProto& n, int i) {
+    return i < n.input_size() && !n.input(i).empty();
+  }
+
+  /// An INTS attribute of exactly `count` values in [lo, kMaxWindow], or `fallback` when absent.
+  std::vector<int64_t> window(const onnx::NodeProto& n, const char* name, size_t count, int64_t lo,
+                              std::vector<int64_t> fallback, const std::string& where) {
+    auto v = attr_ints(n, name);
+    if (!v) return fallback;
+    if (v->size() != count)
+      fail(where, "{} has {} values; a 2-D window needs {}", name, v->size(), count);
+    for (int64_t x : *v)
+      if (x < lo || x > kMaxWindow)
+        fail(where, "{} value {} is not in [{}, {}]", name, x, lo, kMaxWindow);
+    return *v;
+  }
+
+  /// Counts bytes the graph is about to hold against the budget (before allocating them).
+  void charge(int64_t elements, const std::string& where) {
+    DK_ASSERT(elements >= 0 && elements <= 4 * Shape::kMaxElements);
+    used_ += 4 * elements;
+    if (used_ > budget_)
+      fail(where,
+           "the model's tensors would need more than {} bytes in memory, twice the file's "
+           "size (weights shared by many nodes, or sizes the file declares but does not hold)",
+           budget_);
+  }
+
   int data(const std::string& name, const std::string& where) {
     auto it = values_.find(name);
     if (it == values_.end())
@@ -86,12 +128,12 @@ class Importer {
   bool is_const(const std::string& name) const {
     return consts_.count(name) || protos_.count(name);
   }
-  const Const& constant(const std::string& name, const std::string& where) {
+  const ConstPtr& constant(const std::string& name, const std::string& where) {
     auto it = consts_.find(name);
     if (it != consts_.end()) return it->second;
     auto p = protos_.find(name);
     if (p == protos_.end()) fail(where, "input '{}' must be a constant (initializer)", name);
-    return consts_[name] = from_proto(*p->second, where);
+    return consts_[name] = std::make_shared<const Const>(from_proto(*p->second, where));
   }
   Const from_proto(const onnx::TensorProto& t, const std::string& where) {
     Const c;
@@ -108,12 +150,12 @@ class Importer {
     return c;
   }
   const Tensor& floats(const std::string& name, const std::string& where) {
-    const Const& c = constant(name, where);
+    const Const& c = *constant(name, where);
     if (c.is_int) fail(where, "'{}' must be a float tensor", name);
     return c.floats;
   }
   const std::vector<int64_t>& ints(const std::string& name, const std::string& where) {
-    const Const& c = constant(name, where);
+    const Const& c = *constant(name, where);
     if (!c.is_int) fail(where, "'{}' must be an integer tensor", name);
     return c.ints;
   }
@@ -123,14 +165,17 @@ class Importer {
     return t[0];
   }
   void set(const onnx::NodeProto& n, int id) { values_[n.output(0)] = id; }
-  void set_const(const onnx::NodeProto& n, Const c) { consts_[n.output(0)] = std::move(c); }
+  void set_const(const onnx::NodeProto& n, Const c) {
+    consts_[n.output(0)] = std::make_shared<const Const>(std::move(c));
+  }
   void only_first_output(const onnx::NodeProto& n, const std::string& where) {
     for (int i = 1; i < n.output_size(); ++i)
       if (!n.output(i).empty()) fail(where, "output {} ('{}') is not supported", i, n.output(i));
   }
   const Shape& shape_of(int id) { return g().node(id).shape; }
 
-  /// Start padding of SAME_UPPER/SAME_LOWER along one axis.
+  /// Start and end padding of SAME_UPPER/SAME_LOWER along one axis (k, s, d positive, at
+  /// most kMaxWindow; in at most Shape::kMaxElements: no overflow).
   static std::pair<int64_t, int64_t> same_pads(const std::string& mode, int64_t in, int64_t k,
                                                int64_t s, int64_t d) {
     const int64_t out = (in + s - 1) / s, eff = (k - 1) * d + 1;
@@ -144,23 +189,25 @@ class Importer {
     const std::string where = fmt::format("node '{}' ({})", n.name(), op);
     if (!n.domain().empty() && n.domain() != "ai.onnx")
       fail(where, "operator domain '{}' is not supported", n.domain());
+    if (n.output_size() < 1 || n.output(0).empty()) fail(where, "the node has no output");
     if (op == "Conv") return conv(n, where);
     if (op == "Gemm") return gemm(n, where);
     if (op == "MatMul") return matmul(n, where);
     if (op == "Add") return add(n, where);
-    if (op == "Relu") return set(n, g().unary(Op::relu, data(n.input(0), where), n.name()));
+    if (op == "Relu") return set(n, g().unary(Op::relu, data(input(n, 0, where), where), n.name()));
     if (op == "Clip") return clip(n, where);
     if (op == "MaxPool" || op == "AveragePool") return pool(n, where);
     if (op == "GlobalAveragePool")
-      return set(n, g().unary(Op::global_avg_pool, data(n.input(0), where), n.name()));
+      return set(n, g().unary(Op::global_avg_pool, data(input(n, 0, where), where), n.name()));
     if (op == "BatchNormalization") return batch_norm(n, where);
     if (op == "Flatten") return flatten(n, where);
     if (op == "Reshape") return reshape(n, where);
     if (op == "Pad") return pad(n, where);
     if (op == "Dropout" || op == "Identity") {
       only_first_output(n, where);
-      if (is_const(n.input(0))) return set_const(n, constant(n.input(0), where).clone());
-      return set(n, g().unary(Op::identity, data(n.input(0), where), n.name()));
+      const std::string& x = input(n, 0, where);
+      if (is_const(x)) return share_const(n, x, where);
+      return set(n, g().unary(Op::identity, data(x, where), n.name()));
     }
     if (op == "Softmax") return softmax(n, where);
     if (op == "Constant") return constant_node(n, where);
@@ -176,9 +223,9 @@ class Importer {
   }
 
   void conv(const onnx::NodeProto& n, const std::string& where) {
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
     const Shape& in = shape_of(x);
-    const Tensor& w = floats(n.input(1), where);
+    const Tensor& w = floats(input(n, 1, where), where);
     if (w.shape().rank() != 4 || in.rank() != 3)
       fail(where, "only 2-D convolutions are supported (weights {}, input {})", w.shape().str(),
            in.str());
@@ -187,10 +234,12 @@ class Importer {
     d.out_channels = w.shape()[0];
     d.groups = attr_int(n, "group").value_or(1);
     d.kernel_h = w.shape()[2], d.kernel_w = w.shape()[3];
-    if (auto k = attr_ints(n, "kernel_shape"); k && (*k)[0] != d.kernel_h)
-      fail(where, "kernel_shape does not match the weights");
-    const auto s = attr_ints(n, "strides").value_or(std::vector<int64_t>{1, 1});
-    const auto dl = attr_ints(n, "dilations").value_or(std::vector<int64_t>{1, 1});
+    const auto k = window(n, "kernel_shape", 2, 1, {d.kernel_h, d.kernel_w}, where);
+    if (k[0] != d.kernel_h || k[1] != d.kernel_w)
+      fail(where, "kernel_shape [{}, {}] does not match the weights {}", k[0], k[1],
+           w.shape().str());
+    const auto s = window(n, "strides", 2, 1, {1, 1}, where);
+    const auto dl = window(n, "dilations", 2, 1, {1, 1}, where);
     d.stride_h = s[0], d.stride_w = s[1], d.dilation_h = dl[0], d.dilation_w = dl[1];
     const std::string ap = attr_string(n, "auto_pad").value_or("NOTSET");
     if (ap == "SAME_UPPER" || ap == "SAME_LOWER") {
@@ -199,14 +248,15 @@ class Importer {
       std::tie(d.pad_left, d.pad_right) =
           same_pads(ap, in[2], d.kernel_w, d.stride_w, d.dilation_w);
     } else if (ap == "NOTSET") {
-      const auto p = attr_ints(n, "pads").value_or(std::vector<int64_t>{0, 0, 0, 0});
+      const auto p = window(n, "pads", 4, 0, {0, 0, 0, 0}, where);
       d.pad_top = p[0], d.pad_left = p[1], d.pad_bottom = p[2], d.pad_right = p[3];
     } else if (ap != "VALID") {
       fail(where, "auto_pad {} is not supported", ap);
     }
-    Tensor bias = n.input_size() > 2 && !n.input(2).empty() ? floats(n.input(2), where).clone()
-                                                            : Tensor(Shape{d.out_channels});
-    if (bias.numel() != d.out_channels) fail(where, "bias has {} values", bias.numel());
+    const Tensor* b = has_input(n, 2) ? &floats(n.input(2), where) : nullptr;
+    if (b && b->numel() != d.out_channels) fail(where, "bias has {} values", b->numel());
+    charge(w.numel() + d.out_channels, where);
+    Tensor bias = b ? b->clone() : Tensor(Shape{d.out_channels});
     bias.reshape(Shape{d.out_channels});
     set(n, g().conv(x, d, w.clone(), std::move(bias), n.name()));
   }
@@ -217,6 +267,8 @@ class Importer {
     if (in.rank() != 1) fail(where, "input must be [batch, features], got item {}", in.str());
     if (weights.shape()[1] != in[0])
       fail(where, "weights {} for {} input features", weights.shape().str(), in[0]);
+    if (bias.numel() != weights.shape()[0])
+      fail(where, "{} bias values for {} outputs", bias.numel(), weights.shape()[0]);
     set(n, g().dense(x, weights.shape()[0], std::move(weights), std::move(bias), n.name()));
   }
 
@@ -229,10 +281,11 @@ class Importer {
   }
 
   void gemm(const onnx::NodeProto& n, const std::string& where) {
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
     if (attr_int(n, "transA").value_or(0)) fail(where, "transA = 1 is not supported");
-    const Tensor& b = floats(n.input(1), where);
+    const Tensor& b = floats(input(n, 1, where), where);
     if (b.shape().rank() != 2) fail(where, "B must be a matrix");
+    charge(2 * b.numel(), where);  // weights and bias (at most as many values)
     Tensor w = attr_int(n, "transB").value_or(0) ? b.clone() : transpose(b);
     const float alpha = attr_float(n, "alpha").value_or(1.0f);
     const float beta = attr_float(n, "beta").value_or(1.0f);
@@ -240,7 +293,7 @@ class Importer {
       for (int64_t i = 0; i < w.numel(); ++i) w[i] *= alpha;
     const int64_t out = w.shape()[0];
     Tensor bias(Shape{out});
-    if (n.input_size() > 2 && !n.input(2).empty()) {
+    if (has_input(n, 2)) {
       const Tensor& c = floats(n.input(2), where);
       if (c.numel() != out && c.numel() != 1)
         fail(where, "C {} must broadcast per output feature", c.shape().str());
@@ -250,19 +303,20 @@ class Importer {
   }
 
   void matmul(const onnx::NodeProto& n, const std::string& where) {
-    const int x = data(n.input(0), where);
-    const Tensor& b = floats(n.input(1), where);
+    const int x = data(input(n, 0, where), where);
+    const Tensor& b = floats(input(n, 1, where), where);
     if (b.shape().rank() != 2) fail(where, "only data x constant matrix products are supported");
+    charge(2 * b.numel(), where);
     dense(n, x, transpose(b), Tensor(Shape{b.shape()[1]}), where);
   }
 
   void add(const onnx::NodeProto& n, const std::string& where) {
-    const bool c0 = is_const(n.input(0)), c1 = is_const(n.input(1));
-    if (!c0 && !c1)
-      return set(n, g().add_values(data(n.input(0), where), data(n.input(1), where), n.name()));
+    const std::string &a = input(n, 0, where), &b = input(n, 1, where);
+    const bool c0 = is_const(a), c1 = is_const(b);
+    if (!c0 && !c1) return set(n, g().add_values(data(a, where), data(b, where), n.name()));
     if (c0 && c1) fail(where, "adding two constants is not supported");
-    const int x = data(n.input(c0 ? 1 : 0), where);
-    const Tensor& c = floats(n.input(c0 ? 0 : 1), where);
+    const int x = data(c0 ? b : a, where);
+    const Tensor& c = floats(c0 ? a : b, where);
     const Shape& item = shape_of(x);
     const int64_t channels = item.rank() ? item[0] : 1;
     // A constant that broadcasts per channel ([C], [C,1,1], [1,C,1,1], scalar) is a shift.
@@ -276,6 +330,7 @@ class Importer {
     if (!per_channel)
       fail(where, "adding a constant of shape {} to {} is not supported", c.shape().str(),
            item.str());
+    charge(2 * channels, where);  // the channel count is the declared input's, not data's
     Tensor scale(Shape{channels}), shift(Shape{channels});
     scale.fill(1.0f);
     for (int64_t i = 0; i < channels; ++i) shift[i] = c[c.numel() == 1 ? 0 : i];
@@ -288,29 +343,30 @@ class Importer {
       lo = attr_float(n, "min").value_or(lo);
       hi = attr_float(n, "max").value_or(hi);
     } else {
-      if (n.input_size() > 1 && !n.input(1).empty()) lo = scalar(n.input(1), where);
-      if (n.input_size() > 2 && !n.input(2).empty()) hi = scalar(n.input(2), where);
+      if (has_input(n, 1)) lo = scalar(n.input(1), where);
+      if (has_input(n, 2)) hi = scalar(n.input(2), where);
     }
+    if (!(lo <= hi)) fail(where, "min {} is not <= max {}", lo, hi);
+    const int x = data(input(n, 0, where), where);
     if (lo == 0.0f && hi == std::numeric_limits<float>::max())
-      return set(n, g().unary(Op::relu, data(n.input(0), where), n.name()));
-    set(n, g().clip(data(n.input(0), where), lo, hi, n.name()));
+      return set(n, g().unary(Op::relu, x, n.name()));
+    set(n, g().clip(x, lo, hi, n.name()));
   }
 
   void pool(const onnx::NodeProto& n, const std::string& where) {
     only_first_output(n, where);
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
     const Shape& in = shape_of(x);
     if (in.rank() != 3) fail(where, "only 2-D pooling is supported");
-    const auto k = attr_ints(n, "kernel_shape");
-    if (!k || k->size() != 2) fail(where, "kernel_shape must have 2 values");
-    if (auto dl = attr_ints(n, "dilations"))
-      for (int64_t v : *dl)
-        if (v != 1) fail(where, "dilated pooling is not supported");
+    if (!attr_ints(n, "kernel_shape")) fail(where, "kernel_shape must have 2 values");
+    const auto k = window(n, "kernel_shape", 2, 1, {}, where);
+    for (int64_t v : window(n, "dilations", 2, 1, {1, 1}, where))
+      if (v != 1) fail(where, "dilated pooling is not supported");
     if (attr_int(n, "storage_order").value_or(0) != 0)
       fail(where, "storage_order 1 is not supported");
     PoolDesc p;
-    p.kernel_h = (*k)[0], p.kernel_w = (*k)[1];
-    const auto s = attr_ints(n, "strides").value_or(std::vector<int64_t>{1, 1});
+    p.kernel_h = k[0], p.kernel_w = k[1];
+    const auto s = window(n, "strides", 2, 1, {1, 1}, where);
     p.stride_h = s[0], p.stride_w = s[1];
     p.ceil_mode = attr_int(n, "ceil_mode").value_or(0) != 0;
     p.count_include_pad = attr_int(n, "count_include_pad").value_or(0) != 0;
@@ -319,7 +375,7 @@ class Importer {
       std::tie(p.pad_top, p.pad_bottom) = same_pads(ap, in[1], p.kernel_h, p.stride_h, 1);
       std::tie(p.pad_left, p.pad_right) = same_pads(ap, in[2], p.kernel_w, p.stride_w, 1);
     } else if (ap == "NOTSET") {
-      const auto pads = attr_ints(n, "pads").value_or(std::vector<int64_t>{0, 0, 0, 0});
+      const auto pads = window(n, "pads", 4, 0, {0, 0, 0, 0}, where);
       p.pad_top = pads[0], p.pad_left = pads[1], p.pad_bottom = pads[2], p.pad_right = pads[3];
     } else if (ap != "VALID") {
       fail(where, "auto_pad {} is not supported", ap);
@@ -331,30 +387,36 @@ class Importer {
     only_first_output(n, where);
     if (attr_int(n, "training_mode").value_or(0) != 0)
       fail(where, "training_mode = 1 is not supported at inference");
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
+    if (shape_of(x).rank() < 1) fail(where, "needs an input with channels");
+    const int64_t c = shape_of(x)[0];
+    std::array<const Tensor*, 4> src{};
+    for (int i = 0; i < 4; ++i) {
+      src[static_cast<size_t>(i)] = &floats(input(n, i + 1, where), where);
+      if (src[static_cast<size_t>(i)]->numel() != c)
+        fail(where, "parameters must have {} values", c);
+    }
+    charge(4 * c, where);
     BatchNormParams p;
-    p.gamma = floats(n.input(1), where).clone(), p.beta = floats(n.input(2), where).clone();
-    p.mean = floats(n.input(3), where).clone(), p.var = floats(n.input(4), where).clone();
+    p.gamma = src[0]->clone(), p.beta = src[1]->clone();
+    p.mean = src[2]->clone(), p.var = src[3]->clone();
     p.eps = attr_float(n, "epsilon").value_or(1e-5f);
     // ONNX momentum weighs the running value (PyTorch's momentum = 1 - ONNX's).
     p.momentum = 1.0 - attr_float(n, "momentum").value_or(0.9f);
-    const int64_t c = shape_of(x)[0];
-    for (const Tensor* t : {&p.gamma, &p.beta, &p.mean, &p.var})
-      if (t->numel() != c) fail(where, "parameters must have {} values", c);
     for (Tensor* t : {&p.gamma, &p.beta, &p.mean, &p.var}) t->reshape(Shape{c});
     set(n, g().batch_norm(x, std::move(p), n.name()));
   }
 
   void flatten(const onnx::NodeProto& n, const std::string& where) {
     if (attr_int(n, "axis").value_or(1) != 1) fail(where, "only axis = 1 is supported");
-    set(n, g().unary(Op::flatten, data(n.input(0), where), n.name()));
+    set(n, g().unary(Op::flatten, data(input(n, 0, where), where), n.name()));
   }
 
   void reshape(const onnx::NodeProto& n, const std::string& where) {
     if (attr_int(n, "allowzero").value_or(0) != 0) fail(where, "allowzero = 1 is not supported");
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
     const Shape& in = shape_of(x);
-    const auto& t = ints(n.input(1), where);
+    const auto& t = ints(input(n, 1, where), where);
     if (t.empty() || (t[0] != kBatch && t[0] != 0 && t[0] != -1))
       fail(where, "the target shape must keep the batch dimension");
     std::vector<int64_t> dims;
@@ -373,7 +435,9 @@ class Importer {
         continue;
       }
       if (d <= 0) fail(where, "bad target dimension {}", d);
-      known *= d;
+      const auto k = checked_mul(known, d);
+      if (!k || *k > Shape::kMaxElements) fail(where, "the target shape is too large");
+      known = *k;
       dims.push_back(d);
     }
     if (infer >= 0) {
@@ -386,24 +450,26 @@ class Importer {
   void pad(const onnx::NodeProto& n, const std::string& where) {
     if (attr_string(n, "mode").value_or("constant") != "constant")
       fail(where, "only constant padding is supported");
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
     std::vector<int64_t> p;
     float value = 0;
     if (opset_ < 11) {
       p = attr_ints(n, "pads").value_or(std::vector<int64_t>{});
       value = attr_float(n, "value").value_or(0.0f);
     } else {
-      p = ints(n.input(1), where);
-      if (n.input_size() > 2 && !n.input(2).empty()) value = scalar(n.input(2), where);
-      if (n.input_size() > 3 && !n.input(3).empty()) fail(where, "axes are not supported");
+      p = ints(input(n, 1, where), where);
+      if (has_input(n, 2)) value = scalar(n.input(2), where);
+      if (has_input(n, 3)) fail(where, "axes are not supported");
     }
     if (p.size() != 8 || p[0] || p[1] || p[4] || p[5])
       fail(where, "only padding of H and W of a 4-D tensor is supported");
+    for (int64_t v : p)
+      if (v < 0 || v > kMaxWindow) fail(where, "pad {} is not in [0, {}]", v, kMaxWindow);
     set(n, g().pad(x, {p[2], p[3], p[6], p[7]}, value, n.name()));
   }
 
   void softmax(const onnx::NodeProto& n, const std::string& where) {
-    const int x = data(n.input(0), where);
+    const int x = data(input(n, 0, where), where);
     const int rank = shape_of(x).rank() + 1;
     int64_t axis = attr_int(n, "axis").value_or(opset_ < 13 ? 1 : -1);
     if (axis < 0) axis += rank;
@@ -439,7 +505,7 @@ class Importer {
   }
 
   void shape(const onnx::NodeProto& n, const std::string& where) {
-    const Shape& item = shape_of(data(n.input(0), where));
+    const Shape& item = shape_of(data(input(n, 0, where), where));
     std::vector<int64_t> s{kBatch};
     for (int64_t d : item.dims()) s.push_back(d);
     const auto r = static_cast<int64_t>(s.size());
@@ -455,8 +521,8 @@ class Importer {
 
   void gather(const onnx::NodeProto& n, const std::string& where) {
     if (attr_int(n, "axis").value_or(0) != 0) fail(where, "only axis 0 is supported");
-    const auto& v = ints(n.input(0), where);
-    const auto& idx = ints(n.input(1), where);
+    const auto& v = ints(input(n, 0, where), where);
+    const auto& idx = ints(input(n, 1, where), where);
     Const c;
     c.is_int = true;
     for (int64_t i : idx) {
@@ -469,7 +535,13 @@ class Importer {
 
   void unsqueeze(const onnx::NodeProto& n, const std::string& where) {
     // Folded shape arithmetic only: a scalar or a vector stays a flat list of integers.
-    set_const(n, constant(n.input(0), where).clone());
+    share_const(n, input(n, 0, where), where);
+  }
+
+  /// The node's output is the constant `name` itself (shared, not copied).
+  void share_const(const onnx::NodeProto& n, const std::string& name, const std::string& where) {
+    const ConstPtr c = constant(name, where);  // a copy of the pointer: the map may change
+    consts_[n.output(0)] = c;
   }
 
   void concat(const onnx::NodeProto& n, const std::string& where) {
@@ -477,6 +549,8 @@ class Importer {
     c.is_int = true;
     for (const auto& in : n.input()) {
       const auto& v = ints(in, where);
+      if (v.size() > kMaxFoldedInts - c.ints.size())
+        fail(where, "the folded result would have more than {} values", kMaxFoldedInts);
       c.ints.insert(c.ints.end(), v.begin(), v.end());
     }
     set_const(n, std::move(c));
@@ -486,8 +560,9 @@ class Importer {
   int opset_ = 13;
   std::optional<Graph> graph_;
   std::map<std::string, const onnx::TensorProto*> protos_;
-  std::map<std::string, Const> consts_;
+  std::map<std::string, ConstPtr> consts_;
   std::map<std::string, int> values_;
+  int64_t budget_ = 0, used_ = 0;  ///< bytes of tensors the graph holds, at most budget_
 };
 
 }  // namespace

@@ -2,7 +2,10 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
+
+#include "protocol/checked.h"
 
 namespace darknight::onnx_io {
 namespace {
@@ -24,115 +27,121 @@ const onnx::AttributeProto* find_attr(const onnx::NodeProto& n, const std::strin
 
 }  // namespace
 
+Result<onnx::ModelProto> parse_model(std::string_view bytes, const std::string& name) {
+  onnx::ModelProto m;
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !m.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return Status::error(fmt::format("{}: not a valid ONNX model (protobuf parse failed)", name));
+  return m;
+}
+
 Result<onnx::ModelProto> load_model(const std::string& path) {
   auto bytes = read_file(path);
   if (!bytes.ok()) return bytes.status();
-  onnx::ModelProto m;
-  if (!m.ParseFromString(bytes.value()))
-    return Status::error(fmt::format("{}: not a valid ONNX model (protobuf parse failed)", path));
-  return m;
+  return parse_model(bytes.value(), path);
+}
+
+Result<onnx::TensorProto> parse_tensor_proto(std::string_view bytes, const std::string& name) {
+  onnx::TensorProto t;
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !t.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return Status::error(fmt::format("{}: not a valid ONNX tensor (protobuf parse failed)", name));
+  return t;
 }
 
 Result<onnx::TensorProto> load_tensor_proto(const std::string& path) {
   auto bytes = read_file(path);
   if (!bytes.ok()) return bytes.status();
-  onnx::TensorProto t;
-  if (!t.ParseFromString(bytes.value()))
-    return Status::error(fmt::format("{}: not a valid ONNX tensor (protobuf parse failed)", path));
-  return t;
+  return parse_tensor_proto(bytes.value(), path);
 }
 
-Result<Tensor> to_tensor(const onnx::TensorProto& t) {
-  std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
-  for (int64_t d : dims)
-    if (d < 0) return Status::error(fmt::format("tensor '{}' has a negative dimension", t.name()));
-  if (dims.size() > Shape::kMaxRank)
+namespace {
+
+/// The tensor's shape, checked (rank, signs, element count), and that its data lives in
+/// the file (external data is not read).
+Result<Shape> declared_shape(const onnx::TensorProto& t) {
+  if (t.data_location() == onnx::TensorProto::EXTERNAL)
+    return Status::error(fmt::format("tensor '{}': external data is not supported", t.name()));
+  const std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
+  return to_shape(dims, fmt::format("tensor '{}'", t.name()));
+}
+
+/// Checks that the file holds exactly `n` values of `width` bytes (raw_data) or `typed`
+/// values (the typed field), before anything of that size is allocated.
+Status check_count(const onnx::TensorProto& t, const Shape& shape, size_t n, size_t width,
+                   int typed, const char* field) {
+  if (t.has_raw_data()) {
+    if (t.raw_data().size() != n * width)
+      return Status::error(fmt::format("tensor '{}': raw_data has {} bytes, dims {} need {}",
+                                       t.name(), t.raw_data().size(), shape.str(), n * width));
+  } else if (static_cast<size_t>(typed) != n) {
     return Status::error(
-        fmt::format("tensor '{}' has rank {} > {}", t.name(), dims.size(), Shape::kMaxRank));
-  Shape shape;
-  try {
-    shape = Shape(std::span<const int64_t>(dims));
-  } catch (const Error& e) {
-    return Status::error(fmt::format("tensor '{}': {}", t.name(), e.what()));
+        fmt::format("tensor '{}': {} {} values for dims {}", t.name(), typed, field, shape.str()));
   }
-  const auto n = static_cast<size_t>(shape.numel());
-  Tensor out(shape);
-  if (t.data_type() == onnx::TensorProto::FLOAT) {
-    if (t.has_raw_data()) {
-      if (t.raw_data().size() != n * sizeof(float))
-        return Status::error(fmt::format("tensor '{}': raw_data has {} bytes, dims {} need {}",
-                                         t.name(), t.raw_data().size(), shape.str(), n * 4));
-      std::memcpy(out.data(), t.raw_data().data(), n * sizeof(float));
-    } else {
-      if (static_cast<size_t>(t.float_data_size()) != n)
-        return Status::error(fmt::format("tensor '{}': {} float_data values for dims {}", t.name(),
-                                         t.float_data_size(), shape.str()));
-      for (size_t i = 0; i < n; ++i)
-        out[static_cast<int64_t>(i)] = t.float_data(static_cast<int>(i));
-    }
-  } else if (t.data_type() == onnx::TensorProto::DOUBLE) {
-    if (t.has_raw_data()) {
-      if (t.raw_data().size() != n * sizeof(double))
-        return Status::error(fmt::format("tensor '{}': raw_data has {} bytes, dims {} need {}",
-                                         t.name(), t.raw_data().size(), shape.str(), n * 8));
-      for (size_t i = 0; i < n; ++i) {
-        double v;
-        std::memcpy(&v, t.raw_data().data() + i * sizeof(double), sizeof(double));
-        out[static_cast<int64_t>(i)] = static_cast<float>(v);
-      }
-    } else {
-      if (static_cast<size_t>(t.double_data_size()) != n)
-        return Status::error(fmt::format("tensor '{}': {} double_data values for dims {}", t.name(),
-                                         t.double_data_size(), shape.str()));
-      for (size_t i = 0; i < n; ++i)
-        out[static_cast<int64_t>(i)] = static_cast<float>(t.double_data(static_cast<int>(i)));
-    }
-  } else {
+  return {};
+}
+
+}  // namespace
+
+Result<Tensor> to_tensor(const onnx::TensorProto& t) {
+  const bool is_float = t.data_type() == onnx::TensorProto::FLOAT;
+  if (!is_float && t.data_type() != onnx::TensorProto::DOUBLE)
     return Status::error(fmt::format(
         "tensor '{}': element type {} is not FLOAT or DOUBLE", t.name(),
         onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(t.data_type()))));
+  auto declared = declared_shape(t);
+  if (!declared.ok()) return declared.status();
+  const Shape& shape = declared.value();
+  const auto n = static_cast<size_t>(shape.numel());
+  // Validate before allocating: the declared size may be up to 2^40 elements.
+  if (Status s = is_float ? check_count(t, shape, n, 4, t.float_data_size(), "float_data")
+                          : check_count(t, shape, n, 8, t.double_data_size(), "double_data");
+      !s.ok())
+    return s;
+  Tensor out = Tensor::uninitialized(shape);
+  if (is_float) {
+    if (t.has_raw_data()) {
+      if (n) std::memcpy(out.data(), t.raw_data().data(), n * sizeof(float));
+    } else {
+      for (size_t i = 0; i < n; ++i)
+        out[static_cast<int64_t>(i)] = t.float_data(static_cast<int>(i));
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      double v;
+      if (t.has_raw_data())
+        std::memcpy(&v, t.raw_data().data() + i * sizeof(double), sizeof(double));
+      else
+        v = t.double_data(static_cast<int>(i));
+      out[static_cast<int64_t>(i)] = static_cast<float>(v);
+    }
   }
   return out;
 }
 
 Result<std::vector<int64_t>> to_int64s(const onnx::TensorProto& t) {
-  int64_t n = 1;
-  for (int64_t d : t.dims()) {
-    if (d < 0 || d > (int64_t{1} << 24))
-      return Status::error(fmt::format("tensor '{}': bad dims", t.name()));
-    n *= d;
-  }
-  std::vector<int64_t> v(static_cast<size_t>(n));
-  if (t.data_type() == onnx::TensorProto::INT64) {
-    if (t.has_raw_data()) {
-      if (t.raw_data().size() != v.size() * 8)
-        return Status::error(
-            fmt::format("tensor '{}': raw_data size does not match dims", t.name()));
-      std::memcpy(v.data(), t.raw_data().data(), v.size() * 8);
-    } else {
-      if (static_cast<size_t>(t.int64_data_size()) != v.size())
-        return Status::error(
-            fmt::format("tensor '{}': int64_data size does not match dims", t.name()));
-      for (size_t i = 0; i < v.size(); ++i) v[i] = t.int64_data(static_cast<int>(i));
-    }
-  } else if (t.data_type() == onnx::TensorProto::INT32) {
-    if (t.has_raw_data()) {
-      if (t.raw_data().size() != v.size() * 4)
-        return Status::error(
-            fmt::format("tensor '{}': raw_data size does not match dims", t.name()));
-      for (size_t i = 0; i < v.size(); ++i) {
-        int32_t x;
-        std::memcpy(&x, t.raw_data().data() + i * 4, 4);
-        v[i] = x;
-      }
-    } else {
-      if (static_cast<size_t>(t.int32_data_size()) != v.size())
-        return Status::error(
-            fmt::format("tensor '{}': int32_data size does not match dims", t.name()));
-      for (size_t i = 0; i < v.size(); ++i) v[i] = t.int32_data(static_cast<int>(i));
-    }
-  } else {
+  const bool is64 = t.data_type() == onnx::TensorProto::INT64;
+  if (!is64 && t.data_type() != onnx::TensorProto::INT32)
     return Status::error(fmt::format("tensor '{}' is not INT64 or INT32", t.name()));
+  auto declared = declared_shape(t);
+  if (!declared.ok()) return declared.status();
+  const Shape& shape = declared.value();
+  const auto n = static_cast<size_t>(shape.numel());
+  if (Status s = is64 ? check_count(t, shape, n, 8, t.int64_data_size(), "int64_data")
+                      : check_count(t, shape, n, 4, t.int32_data_size(), "int32_data");
+      !s.ok())
+    return s;
+  std::vector<int64_t> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (t.has_raw_data() && is64) {
+      std::memcpy(&v[i], t.raw_data().data() + i * 8, 8);
+    } else if (t.has_raw_data()) {
+      int32_t x;
+      std::memcpy(&x, t.raw_data().data() + i * 4, 4);
+      v[i] = x;
+    } else {
+      v[i] = is64 ? t.int64_data(static_cast<int>(i)) : t.int32_data(static_cast<int>(i));
+    }
   }
   return v;
 }

@@ -2,8 +2,11 @@
 // bit; bad messages refused without harm; a dead or absent worker fails the call clearly.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <thread>
 
 #include "accel/remote/remote_backend.h"
 #include "accel/remote/wire.h"
@@ -222,6 +225,242 @@ TEST(Remote, ANewClientEndsTheOldSession) {
   }
   auto d = second->alloc(Shape{4}, DType::f32);
   EXPECT_NO_THROW(second->wait());
+}
+
+TEST(Remote, AViewKeepsItsBasesMemoryAccounted) {
+  ServerOptions opts;
+  opts.max_bytes = 4096;
+  TestWorker worker(opts);
+  RawClient c(worker.endpoint());
+  uint64_t seq = 0;
+  auto send = [&](Type t, std::vector<int64_t> ints) {
+    return c.send(Message(t, ++seq, std::move(ints)));
+  };
+  ASSERT_EQ(send(Type::hello, {kVersion, 5}).type, Type::ok);
+  ASSERT_EQ(send(Type::alloc, {1, 0, 1, 1024}).type, Type::ok);  // the whole limit
+  ASSERT_EQ(send(Type::view, {2, 1, 512, 1, 256}).type, Type::ok);
+  ASSERT_EQ(send(Type::view, {3, 2, 0, 1, 16}).type, Type::ok);  // a view of the view
+  ASSERT_EQ(send(Type::free, {1}).type, Type::ok);
+  // The views still hold the allocation: its bytes still count.
+  Message r = send(Type::alloc, {4, 0, 1, 1});
+  EXPECT_EQ(r.type, Type::error);
+  EXPECT_NE(r.payload_text().find("memory limit"), std::string::npos) << r.payload_text();
+  ASSERT_EQ(send(Type::free, {2}).type, Type::ok);
+  EXPECT_EQ(send(Type::alloc, {4, 0, 1, 1}).type, Type::error);
+  ASSERT_EQ(send(Type::free, {3}).type, Type::ok);  // the last handle: the memory is back
+  EXPECT_EQ(send(Type::alloc, {4, 0, 1, 1024}).type, Type::ok);
+  // A view's own free gives nothing back while its base lives.
+  ASSERT_EQ(send(Type::view, {5, 4, 0, 1, 1024}).type, Type::ok);
+  ASSERT_EQ(send(Type::free, {5}).type, Type::ok);
+  EXPECT_EQ(send(Type::alloc, {6, 0, 1, 1}).type, Type::error);
+  ASSERT_EQ(send(Type::free, {4}).type, Type::ok);
+  EXPECT_EQ(send(Type::alloc, {6, 0, 1, 1024}).type, Type::ok);
+}
+
+TEST(Remote, TransfersAreSplitToFitTheFrameLimit) {
+  ServerOptions so;
+  so.max_frame_bytes = 4096;
+  TestWorker worker(so);
+  RemoteOptions ro;
+  ro.endpoint = worker.endpoint();
+  ro.timeout_s = 30;
+  ro.max_frame_bytes = 4096;
+  RemoteBackend be(ro);
+  baselines::PlainIo io(be, DType::f64);
+  const Tensor x = random_tensor(Shape{3, 1000}, 4);  // 24000 bytes as f64: 6 frames
+  auto b = io.put(x);
+  const Tensor back = io.get(*b);
+  EXPECT_TRUE(same_bits(x, back));
+  // Weights whose float64 copy would not fit one frame are refused up front, clearly.
+  try {
+    be.create_weights(Tensor(Shape{8, 65}));
+    FAIL() << "weights over the frame limit were sent";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("frame limit"), std::string::npos) << e.what();
+  }
+  auto w = be.create_weights(random_tensor(Shape{8, 64}, 5));
+  EXPECT_EQ(be.read_grad(*w).shape(), (Shape{8, 64}));
+}
+
+TEST(Remote, AClientOverTheWorkersFrameLimitIsCutOff) {
+  ServerOptions so;
+  so.max_frame_bytes = 4096;
+  TestWorker worker(so);
+  auto be = connect(worker.endpoint(), 5);  // the default limit: sends 8000-byte frames
+  baselines::PlainIo io(*be, DType::f64);
+  auto b = io.put(random_tensor(Shape{1000}, 6));
+  try {
+    be->wait();
+    FAIL() << "an oversized request was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("disconnected"), std::string::npos) << e.what();
+  }
+}
+
+/// A relay in front of a worker that lets a test rewrite the worker's replies: `tamper` gets
+/// the request's type and the honest reply and returns the frames to send.
+class TamperingRelay {
+ public:
+  using Tamper = std::function<std::vector<zmq::message_t>(Type, Message)>;
+  TamperingRelay(const std::string& worker, Tamper tamper) : tamper_(std::move(tamper)) {
+    front_.set(zmq::sockopt::linger, 0);
+    back_.set(zmq::sockopt::linger, 0);
+    front_.bind("tcp://127.0.0.1:0");
+    endpoint_ = front_.get(zmq::sockopt::last_endpoint);
+    back_.connect(worker);
+    thread_ = std::thread([this] { relay(); });
+  }
+  ~TamperingRelay() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  static std::vector<zmq::message_t> receive(zmq::socket_t& s) {
+    std::vector<zmq::message_t> frames;
+    for (bool more = true; more;) {
+      zmq::message_t f;
+      if (!s.recv(f)) break;
+      more = f.more();
+      frames.push_back(std::move(f));
+    }
+    return frames;
+  }
+  void relay() {
+    while (!stop_) {
+      zmq::pollitem_t item{front_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      std::vector<zmq::message_t> req = receive(front_);
+      std::vector<zmq::message_t> head;
+      head.emplace_back(req[1].data(), req[1].size());
+      const Type type = Message::parse(head).type;
+      for (size_t i = 1; i < req.size(); ++i)
+        back_.send(req[i], i + 1 < req.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      std::vector<zmq::message_t> reply = receive(back_);
+      std::vector<zmq::message_t> out = tamper_(type, Message::parse(reply));
+      front_.send(req[0], zmq::send_flags::sndmore);
+      for (size_t i = 0; i < out.size(); ++i)
+        front_.send(out[i], i + 1 < out.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
+  Tamper tamper_;
+  zmq::context_t ctx_{1};
+  zmq::socket_t front_{ctx_, zmq::socket_type::router}, back_{ctx_, zmq::socket_type::dealer};
+  std::string endpoint_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// The reply of a read_* of `of` as a flat tensor of its elements (the same payload).
+TamperingRelay::Tamper flatten(Type of) {
+  return [of](Type t, Message r) {
+    if (t == of && r.ints.size() > 2 && r.ints[0] == 1) {
+      int64_t n = 1;
+      for (size_t i = 2; i < r.ints.size(); ++i) n *= r.ints[i];
+      r.ints = {1, 1, n};
+    }
+    return r.frames();
+  };
+}
+
+void expect_error(const std::function<void()>& f, const std::string& says) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one saying '" << says << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+  }
+}
+
+TEST(Remote, ReadsOfAnotherShapeAreRefusedAndEndTheConnection) {
+  TestWorker worker;
+  for (Type t : {Type::read_weights, Type::read_momentum, Type::read_grad}) {
+    SCOPED_TRACE(type_name(t));
+    TamperingRelay relay(worker.endpoint(), flatten(t));
+    auto be = connect(relay.endpoint(), 10);
+    auto w = be->create_weights(random_tensor(Shape{4, 3, 2, 2}, 7));
+    SgdParams p;
+    p.lr = 0.1, p.momentum = 0.9;
+    be->sgd_step(*w, random_tensor(Shape{4, 3, 2, 2}, 8), p);  // a momentum to read
+    be->wait();
+    expect_error(
+        [&] {
+          if (t == Type::read_weights) be->read_weights(*w);
+          if (t == Type::read_momentum) be->read_momentum(*w);
+          if (t == Type::read_grad) be->read_grad(*w);
+        },
+        fmt::format("{}: the accelerator (remote worker at {}", type_name(t), relay.endpoint()));
+    // No further use of that connection.
+    expect_error([&] { be->wait(); }, "returned a tensor of [48] for weights of [4, 3, 2, 2]");
+    expect_error([&] { be->alloc(Shape{4}, DType::f32); }, "no longer used");
+  }
+}
+
+TEST(Remote, MalformedRepliesEndTheConnection) {
+  TestWorker worker;
+  const Tensor x = random_tensor(Shape{64}, 9);
+  struct Case {
+    const char* says;
+    TamperingRelay::Tamper tamper;
+  };
+  const std::vector<Case> cases = {
+      {"a reply to request",
+       [](Type t, Message r) {
+         if (t == Type::download) r.seq += 1;
+         return r.frames();
+       }},
+      {"a download reply of 128 bytes",
+       [](Type t, Message r) {
+         if (t == Type::download) r.payload = zmq::message_t(r.payload.data(), 128);
+         return r.frames();
+       }},
+      {"an ok reply to upload with 1 arguments",
+       [](Type t, Message r) {
+         if (t == Type::upload) r.ints = {7};
+         return r.frames();
+       }},
+      {"a reply of type 3 to",
+       [](Type t, Message r) {
+         if (t == Type::download) r.type = Type::alloc;
+         return r.frames();
+       }},
+      {"malformed reply",
+       [](Type t, Message r) {
+         std::vector<zmq::message_t> f = r.frames();
+         if (t == Type::download) static_cast<char*>(f[0].data())[1] ^= 1;
+         return f;
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.says);
+    TamperingRelay relay(worker.endpoint(), c.tamper);
+    auto be = connect(relay.endpoint(), 10);
+    baselines::PlainIo io(*be, DType::f32);
+    auto b = io.put(x);
+    expect_error([&] { io.get(*b); }, c.says);
+    expect_error([&] { be->wait(); }, "broke the protocol");
+  }
+}
+
+TEST(Remote, WorkerTextIsCheckedAndMadePrintable) {
+  TestWorker worker;
+  {
+    TamperingRelay relay(worker.endpoint(), [](Type t, Message r) {
+      if (t == Type::hello) r.set_payload(std::string("evil\x1b[2J\nworker"));
+      if (t == Type::stats) r.ints = {3, 4};  // more faults than operations
+      return r.frames();
+    });
+    RemoteBackend be(RemoteOptions{relay.endpoint(), 10});
+    EXPECT_NE(be.describe().find("evil?[2J?worker"), std::string::npos) << be.describe();
+    expect_error([&] { be.worker_faults(); }, "a stats reply of 4 faults in 3 operations");
+  }
+  TamperingRelay relay(worker.endpoint(), [](Type t, Message r) {
+    if (t == Type::hello) r.set_payload(std::string(100000, 'x'));
+    return r.frames();
+  });
+  expect_error([&] { RemoteBackend be(RemoteOptions{relay.endpoint(), 10}); }, "hello reply");
 }
 
 }  // namespace

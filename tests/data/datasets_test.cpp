@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "support/fuzz_regressions.h"
+
 namespace darknight::data {
 namespace {
 namespace fs = std::filesystem;
@@ -212,6 +214,99 @@ TEST(Normalize, PerChannelAndErrors) {
   EXPECT_FALSE(normalize(d, "1,2,3:1").ok());
   EXPECT_FALSE(normalize(d, "a:1").ok());
   EXPECT_FALSE(normalize(d, "0:0").ok());
+}
+
+// ---- Parsers on bytes: sizes checked before allocating -------------------------------------
+
+std::vector<unsigned char> gzip_of(const std::vector<unsigned char>& bytes) {
+  const fs::path p = fs::temp_directory_path() / "dk_gzip_of.gz";
+  write_gz(p, bytes);
+  std::ifstream f(p, std::ios::binary);
+  std::vector<unsigned char> out((std::istreambuf_iterator<char>(f)), {});
+  fs::remove(p);
+  return out;
+}
+
+TEST(Gzip, ABombIsRefusedAtTheCap) {
+  // 8 MiB of zeros compress to about 8 KB.
+  const std::vector<unsigned char> bomb = gzip_of(std::vector<unsigned char>(8 << 20, 0));
+  ASSERT_LT(bomb.size(), 16000u);
+  auto r = gunzip(bomb, 1 << 20, "bomb.gz");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("bomb.gz: decompresses to more than 1048576 bytes"),
+            std::string::npos)
+      << r.status().message();
+  auto whole = gunzip(bomb, 8 << 20, "bomb.gz");  // exactly at the cap: accepted
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_EQ(whole.value().size(), size_t{8} << 20);
+  EXPECT_FALSE(gunzip(bomb, (8 << 20) - 1, "bomb.gz").ok());
+  // The loaders' cap.
+  static_assert(kMaxGzipBytes == size_t{1} << 30);
+  EXPECT_FALSE(gunzip({}, 100, "empty.gz").ok());
+}
+
+TEST(Idx, HeaderSizesAreCheckedAgainstThePayload) {
+  const auto labels = idx(0x801, {2}, 2);
+  EXPECT_TRUE(decode_idx(idx(0x803, {2, 3, 3}, 18), labels, "i", "l").ok());
+  // 2^32 - 1 images of 4096 x 4096 declared (2^56 bytes), 18 present.
+  auto r = decode_idx(idx(0x803, {0xffffffffu, 4096, 4096}, 18), labels, "i", "l");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("header says 4294967295 images"), std::string::npos)
+      << r.status().message();
+  EXPECT_FALSE(decode_idx(idx(0x803, {2, 3, 3}, 18), idx(0x801, {0xffffffffu}, 2), "i", "l").ok());
+  EXPECT_FALSE(decode_idx(idx(0x803, {2, 3, 3}, 18), {}, "i", "l").ok());
+  EXPECT_FALSE(decode_idx({}, labels, "i", "l").ok());
+}
+
+TEST(Cifar, BatchBytesAreValidatedWhole) {
+  std::vector<unsigned char> b(2 * 3074, 200);
+  b[0] = 3, b[1] = 99, b[3074] = 19, b[3075] = 5;  // CIFAR-100: coarse, fine labels
+  auto d = decode_cifar_batch(b, 100, "train.bin");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d.value().labels, (std::vector<int>{99, 5}));
+  EXPECT_FALSE(decode_cifar_batch(b, 10, "train.bin").ok());  // not 3073-byte records
+  b[1] = 100;
+  EXPECT_NE(decode_cifar_batch(b, 100, "train.bin").status().message().find("label 100"),
+            std::string::npos);
+  EXPECT_FALSE(decode_cifar_batch({}, 10, "empty.bin").ok());
+}
+
+TEST(Jpeg, DeclaredSizeIsCheckedBeforeDecoding) {
+  const fs::path p = fs::temp_directory_path() / "dk_jpeg_size.jpg";
+  write_jpeg(p, 64, 48, 10, 200, 30);
+  std::ifstream f(p, std::ios::binary);
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), {});
+  fs::remove(p);
+  auto ok = decode_jpeg(bytes, 8, "a.jpg");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok.value().shape(), (Shape{3, 8, 8}));
+  auto big = decode_jpeg(bytes, 8, "a.jpg", 1000);
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("64x48 is more than 1000 pixels"), std::string::npos)
+      << big.status().message();
+  EXPECT_FALSE(decode_jpeg({bytes.data(), 100}, 8, "cut.jpg").ok());
+}
+
+TEST(DataParsers, FuzzRegressionsAreCleanErrors) {
+  using darknight::testing::fuzz_regressions;
+  auto bytes = [](const std::string& s) {
+    return std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(s.data()),
+                                          s.size());
+  };
+  for (const auto& [name, in] : fuzz_regressions("gzip"))
+    EXPECT_FALSE(gunzip(bytes(in), 1 << 20, name).ok()) << name;
+  for (const auto& [name, in] : fuzz_regressions("jpeg"))
+    EXPECT_FALSE(decode_jpeg(bytes(in), 16, name, 1 << 22).ok()) << name;
+  for (const auto& [name, in] : fuzz_regressions("cifar"))  // layout: fuzz/fuzz_cifar.cpp
+    EXPECT_FALSE(!in.empty() &&
+                 decode_cifar_batch(bytes(in).subspan(1), in[0] % 2 ? 100 : 10, name).ok())
+        << name;
+  for (const auto& [name, in] : fuzz_regressions("idx")) {  // layout: fuzz/fuzz_idx.cpp
+    if (in.size() < 2) continue;
+    const auto b = bytes(in);
+    const size_t l = std::min<size_t>(b.size() - 2, size_t{b[0]} | size_t{b[1]} << 8);
+    EXPECT_FALSE(decode_idx(b.subspan(2 + l), b.subspan(2, l), "i", "l").ok()) << name;
+  }
 }
 
 }  // namespace

@@ -5,6 +5,13 @@
 // timeout, or whose connection drops, makes the call throw Error; the backend is then
 // unusable (the worker's buffers and weights are gone with its session). Its buffers and
 // weights tell the worker when they are freed, so they must not outlive it.
+//
+// Every reply is untrusted input: its form (frames, header, sequence number, type, argument
+// counts) and its sizes are checked against the request before anything is used, and
+// frames over the size limit are refused by the socket itself. A reply that breaks the
+// protocol (or a result of the wrong shape: Backend::on_bad_result) throws Error naming the
+// worker and what was wrong, and the backend stops using the connection, as for a dead
+// worker.
 #pragma once
 
 #include <memory>
@@ -20,6 +27,8 @@ struct RemoteOptions {
   std::string endpoint;        ///< tcp://HOST:PORT or ipc://PATH
   double timeout_s = 300;      ///< longest wait for one reply
   int mixtures_per_batch = 0;  ///< K + 1 (+ 1 with the redundant mixture); for the capture
+  /// The largest frame sent or accepted (wire.h kMaxFrameBytes; smaller in tests).
+  int64_t max_frame_bytes = 0;  ///< 0: kMaxFrameBytes
 };
 
 class RemoteBackend final : public Backend {
@@ -44,6 +53,7 @@ class RemoteBackend final : public Backend {
   WorkerFaults worker_faults();
 
  protected:
+  void on_bad_result(const std::string& why) override;
   BufferPtr do_alloc(const Shape& shape, DType dtype) override;
   BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) override;
   void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) override;
@@ -77,6 +87,11 @@ class RemoteBackend final : public Backend {
   void post(Message req);
   /// Collects replies up to request `seq`; throws the first error among them.
   Message collect(uint64_t seq);
+  /// Marks the connection broken and throws: the worker's reply broke the protocol.
+  [[noreturn]] void violation(const std::string& what);
+  /// A read_* reply's tensor (present flag, shape, elements), checked.
+  template <typename T>
+  TensorT<T> reply_tensor(Message& r, const char* op);
   void op(int type, std::vector<int64_t> ints);
   std::unique_ptr<Impl> impl_;
   int64_t layer_ = -1;

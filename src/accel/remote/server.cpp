@@ -20,11 +20,22 @@ namespace darknight::accel::remote {
 
 namespace {
 
-/// An allocation and how many uploads have written to it (for the capture).
+/// An allocation and how many uploads have written to it (for the capture). Its bytes count
+/// against the memory limit while it lives: until its own handle and every view of it are
+/// freed (a view owns no memory, but keeps its base's alive).
 struct Base {
   std::unique_ptr<Buffer> buf;
   uint64_t writes = 0;
   int64_t bytes = 0;
+  int64_t* used = nullptr;  ///< the server's count, which `bytes` are charged to
+
+  Base() = default;
+  Base(const Base&) = delete;
+  Base& operator=(const Base&) = delete;
+  ~Base() {
+    buf.reset();
+    if (used) *used -= bytes;
+  }
 };
 
 /// A client's handle: an allocation or a view of part of one (which keeps it alive).
@@ -145,6 +156,7 @@ struct Server::Impl {
 
   Impl(Backend& b, ServerOptions o) : be(b), opts(std::move(o)) {
     if (opts.max_bytes <= 0) opts.max_bytes = default_max_bytes();
+    if (opts.max_frame_bytes <= 0) opts.max_frame_bytes = kMaxFrameBytes;
     if (!opts.faults.empty()) FaultSpec::parse(opts.faults);  // fail early on a bad spec
     if (!opts.capture_dir.empty()) capture = std::make_unique<Capture>(opts.capture_dir);
   }
@@ -158,7 +170,7 @@ struct Server::Impl {
                         : "");
     be.set_fault_injector(nullptr);
     faults.reset();
-    buffers.clear();
+    buffers.clear();  // gives their bytes back
     weights.clear();
     captured.clear();
     used = 0, weight_count = 0;
@@ -221,6 +233,7 @@ struct Server::Impl {
 Server::Server(Backend& be, ServerOptions opts)
     : impl_(std::make_unique<Impl>(be, std::move(opts))) {
   impl_->sock.set(zmq::sockopt::linger, 0);
+  impl_->sock.set(zmq::sockopt::maxmsgsize, impl_->opts.max_frame_bytes);
 }
 
 Server::~Server() {
@@ -352,15 +365,10 @@ Message Server::Impl::dispatch(Message& req, const std::string& from) {
       a.done();
       fresh(id);
       const auto bytes = static_cast<int64_t>(shape.numel() * dtype_size(dtype));
-      charge(bytes, "alloc");
       auto base = std::make_shared<Base>();
-      try {
-        base->buf = be.alloc(shape, dtype);
-      } catch (...) {
-        used -= bytes;
-        throw;
-      }
-      base->bytes = bytes;
+      charge(bytes, "alloc");
+      base->bytes = bytes, base->used = &used;  // given back when the base goes
+      base->buf = be.alloc(shape, dtype);
       buffers[id] = Handle{std::move(base), nullptr, 0};
       return ok;
     }
@@ -379,7 +387,9 @@ Message Server::Impl::dispatch(Message& req, const std::string& from) {
       const int64_t id = a.integer("id");
       a.done();
       if (auto it = buffers.find(id); it != buffers.end()) {
-        if (!it->second.view) used -= it->second.base->bytes;
+        // The last handle on an allocation frees it (and its bytes): forget its captures,
+        // lest a new allocation at the same address pass for it.
+        if (it->second.base.use_count() == 1) captured.erase(it->second.base.get());
         buffers.erase(it);
       } else {
         used -= weight(id).bytes;
@@ -403,6 +413,8 @@ Message Server::Impl::dispatch(Message& req, const std::string& from) {
       const int64_t offset = a.integer("offset"), bytes = a.integer("bytes");
       a.done();
       check_bytes(h.buf(), offset, bytes, "download");
+      DK_CHECK(bytes <= opts.max_frame_bytes, "download: {} bytes in one reply (at most {})", bytes,
+               opts.max_frame_bytes);
       ok.payload.rebuild(static_cast<size_t>(bytes));
       ok.has_payload = true;
       raw_download(be, h.buf(), static_cast<size_t>(offset), static_cast<size_t>(bytes),
@@ -417,6 +429,10 @@ Message Server::Impl::dispatch(Message& req, const std::string& from) {
       fresh(id);
       DK_CHECK(payload.size() == static_cast<size_t>(shape.numel()) * sizeof(float),
                "{} payload bytes for f32 weights {}", payload.size(), shape.str());
+      DK_CHECK(shape.numel() <= opts.max_frame_bytes / 8,
+               "weights {} too large: read_grad's float64 reply would exceed the {}-byte frame "
+               "limit",
+               shape.str(), opts.max_frame_bytes);
       // The f32 weights, the momentum, an f64 pending gradient and an f64 copy.
       const int64_t bytes = shape.numel() * 24;
       charge(bytes, "create_weights");

@@ -25,6 +25,9 @@ struct ServerOptions {
   std::string faults;
   /// Log each session's start and end on stderr.
   bool verbose = true;
+  /// The largest frame accepted or sent (wire.h kMaxFrameBytes; smaller in tests): a client
+  /// that sends a larger one is disconnected by ZeroMQ before it is read.
+  int64_t max_frame_bytes = 0;  ///< 0: kMaxFrameBytes
 };
 
 class Server {

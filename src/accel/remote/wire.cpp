@@ -131,6 +131,9 @@ Message Message::parse(std::vector<zmq::message_t>& frames) {
   if (f.ints) std::memcpy(m.ints.data(), p, 8 * size_t{f.ints});
   if (f.reals) std::memcpy(m.reals.data(), p + 8 * size_t{f.ints}, 8 * size_t{f.reals});
   if (frames.size() == 2) {
+    DK_CHECK(frames[1].size() <= static_cast<size_t>(kMaxFrameBytes),
+             "malformed message: payload of {} bytes (at most {})", frames[1].size(),
+             kMaxFrameBytes);
     m.payload = std::move(frames[1]);
     m.has_payload = true;
   }

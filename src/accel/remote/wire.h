@@ -21,6 +21,11 @@ constexpr uint32_t kMagic = 0x574b4144;  // "DAKW" in memory order
 constexpr uint16_t kVersion = 1;
 /// Arguments per message, at most (the longest, a convolution, has 17).
 constexpr uint32_t kMaxArgs = 32;
+/// The largest frame either side accepts (ZMQ_MAXMSGSIZE on both sockets: a peer that sends
+/// a larger one is disconnected before it is read). The client splits uploads and downloads
+/// into pieces of at most this size, and refuses weights whose float64 copy (read_grad's
+/// reply) would not fit in one frame.
+constexpr int64_t kMaxFrameBytes = int64_t{1} << 30;
 
 enum class Type : uint16_t {
   // requests
