@@ -20,16 +20,6 @@ using namespace darknight;
 using namespace darknight::accel;
 using namespace darknight::accel::remote;
 
-ConvDesc conv_of(Args& a) {  // as the worker reads one (server.cpp)
-  ConvDesc d;
-  for (int64_t* f : {&d.in_channels, &d.out_channels, &d.kernel_h, &d.kernel_w, &d.stride_h,
-                     &d.stride_w, &d.pad_top, &d.pad_left, &d.pad_bottom, &d.pad_right,
-                     &d.dilation_h, &d.dilation_w, &d.groups})
-    *f = a.integer("conv", 0, int64_t{1} << 32);
-  d.validate();
-  return d;
-}
-
 void read_args(const Message& m) {
   Args a(m);
   switch (m.type) {
@@ -52,7 +42,7 @@ void read_args(const Message& m) {
     case Type::conv2d_backward_data:
     case Type::conv2d_backward_weights: {
       a.integer("layer", -1, int64_t{1} << 32);
-      const ConvDesc d = conv_of(a);
+      const ConvDesc d = a.conv("conv");
       (void)d.weight_shape();
       const Shape src = a.shape("src");  // the buffer's shape, in the worker
       (void)d.dst_shape(src);
@@ -62,9 +52,7 @@ void read_args(const Message& m) {
     case Type::dense_backward_data:
     case Type::dense_backward_weights: {
       a.integer("layer", -1, int64_t{1} << 32);
-      DenseDesc d;
-      d.in_features = a.integer("in_features", 1, Shape::kMaxElements);
-      d.out_features = a.integer("out_features", 1, Shape::kMaxElements);
+      const DenseDesc d = a.dense();
       (void)d.weight_shape();
       (void)d.dst_shape(a.shape("src"));
       break;

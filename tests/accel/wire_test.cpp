@@ -111,9 +111,7 @@ void read_request(const Message& m) {
     case Type::dense_backward_data:
     case Type::dense_backward_weights: {
       a.integer("layer", -1, int64_t{1} << 32);
-      DenseDesc d;
-      d.in_features = a.integer("in_features", 1, Shape::kMaxElements);
-      d.out_features = a.integer("out_features", 1, Shape::kMaxElements);
+      const DenseDesc d = a.dense();
       (void)d.dst_shape(a.shape("src"));
       break;
     }

@@ -111,23 +111,6 @@ int64_t default_max_bytes() {
   return static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / 2;
 }
 
-ConvDesc conv_of(Args& a) {
-  ConvDesc d;
-  for (int64_t* f : {&d.in_channels, &d.out_channels, &d.kernel_h, &d.kernel_w, &d.stride_h,
-                     &d.stride_w, &d.pad_top, &d.pad_left, &d.pad_bottom, &d.pad_right,
-                     &d.dilation_h, &d.dilation_w, &d.groups})
-    *f = a.integer("conv", 0, int64_t{1} << 32);
-  d.validate();
-  return d;
-}
-
-DenseDesc dense_of(Args& a) {
-  DenseDesc d;
-  d.in_features = a.integer("in_features", 1, Shape::kMaxElements);
-  d.out_features = a.integer("out_features", 1, Shape::kMaxElements);
-  return d;
-}
-
 template <typename T>
 void put_tensor(Message& r, const TensorT<T>& t) {
   r.ints.push_back(t.empty() ? 0 : 1);
@@ -532,9 +515,9 @@ Message Server::Impl::op(Message& req) {
   std::optional<ConvDesc> cd;
   std::optional<DenseDesc> dd;
   if (conv)
-    cd = conv_of(a);
+    cd = a.conv("conv");
   else
-    dd = dense_of(a);
+    dd = a.dense();
   Handle& x = buffer(a.integer("src"));
   const std::string name = type_name(req.type);
   if (req.type == Type::conv2d_backward_weights || req.type == Type::dense_backward_weights) {

@@ -177,6 +177,23 @@ void Args::done() const {
            type_name(m_.type), m_.ints.size() - i_ + m_.reals.size() - r_);
 }
 
+ConvDesc Args::conv(const char* what) {
+  ConvDesc d;
+  for (int64_t* f : {&d.in_channels, &d.out_channels, &d.kernel_h, &d.kernel_w, &d.stride_h,
+                     &d.stride_w, &d.pad_top, &d.pad_left, &d.pad_bottom, &d.pad_right,
+                     &d.dilation_h, &d.dilation_w, &d.groups})
+    *f = integer(what, 0, int64_t{1} << 32);
+  d.validate();
+  return d;
+}
+
+DenseDesc Args::dense() {
+  DenseDesc d;
+  d.in_features = integer("in_features", 1, Shape::kMaxElements);
+  d.out_features = integer("out_features", 1, Shape::kMaxElements);
+  return d;
+}
+
 void put_shape(std::vector<int64_t>& ints, const Shape& s) {
   ints.push_back(s.rank());
   for (int64_t d : s.dims()) ints.push_back(d);

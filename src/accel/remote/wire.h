@@ -10,6 +10,7 @@
 
 #include <zmq.hpp>
 
+#include "accel/backend.h"
 #include "protocol/shape.h"
 #include "protocol/tensor.h"
 
@@ -98,6 +99,10 @@ class Args {
   /// element count within Shape's limits).
   Shape shape(const char* what);
   DType dtype(const char* what);
+  /// A convolution's 13 integers, validated (ConvDesc::validate).
+  ConvDesc conv(const char* what);
+  /// A dense layer's in_features and out_features.
+  DenseDesc dense();
   /// Throws when arguments are left over.
   void done() const;
 
