@@ -4,7 +4,7 @@ ASAN_DIR ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test demo test-asan bench conformance format clean fuzz
+.PHONY: all deps build test demo test-asan bench conformance format clean fuzz check-long
 
 all: build
 
@@ -55,6 +55,14 @@ fuzz:
 	  -DDARKNIGHT_BUILD_TESTS=OFF -DDARKNIGHT_BUILD_BENCH=OFF -DDARKNIGHT_CUDA=off
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
 	fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+# The long checks (about two hours on 2 cores; as root): `make test` in a clean Debian 12
+# root (scripts/clean-root-test.sh), each fuzzer for 10 minutes, 20 kill -9 / --resume rounds.
+check-long:
+	scripts/clean-root-test.sh
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
+	@$(MAKE) --no-print-directory build
+	KILL_RESUME_ROUNDS=20 tests/kill_resume_test.sh $(BUILD_DIR)
 
 conformance: build
 	$(BUILD_DIR)/darknight conformance --backend ref cpu --precision f32

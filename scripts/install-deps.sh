@@ -2,6 +2,7 @@
 # Installs the Debian packages DarKnight's build, tests and tools need.
 # Only missing packages are installed; apt-get update runs first when any is missing.
 # Works as root on a fresh Debian 12 machine (or through sudo when not root).
+# Usage: install-deps.sh [--list]
 set -euo pipefail
 
 packages=(
@@ -19,6 +20,12 @@ packages=(
   # test data and tools
   libonnx-testdata dataset-fashion-mnist python3 python3-numpy python3-matplotlib python3-onnx
 )
+
+# --list: print the packages, one per line (scripts/check-deps.sh reads them), and exit.
+if [ "${1:-}" = "--list" ]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do
