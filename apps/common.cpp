@@ -143,6 +143,19 @@ std::optional<WorkerFaults> worker_faults(accel::Backend& accelerator) {
   return remote->worker_faults();
 }
 
+trusted::IntegrityCounters attributed(trusted::IntegrityCounters c,
+                                      const measure::FaultAudit* audit,
+                                      const accel::FaultInjector* faults,
+                                      const accel::Backend& accelerator) {
+  if (audit) {
+    audit->fill(c);
+    return c;
+  }
+  if (faults) c.injected = faults->injected();
+  (accelerator.name() == "remote" ? c.unattributed : c.false_alarms) = c.failed;
+  return c;
+}
+
 nlohmann::json integrity_report(const std::string& mode, const std::string& faults,
                                 int64_t operations, const trusted::IntegrityCounters& c,
                                 const std::optional<WorkerFaults>& worker) {
@@ -152,12 +165,20 @@ nlohmann::json integrity_report(const std::string& mode, const std::string& faul
           {"checks", c.checks},
           {"injected", c.injected},
           {"injected_above_tolerance", c.injected_above_tolerance},
-          {"corrupting", c.corrupting},
+          {"changed_output", c.changed_output},
           {"detected", c.detected},
+          {"missed", c.missed},
+          // null where infinite (an exactly zero output changed)
+          {"largest_missed_excess", std::isfinite(c.largest_missed_excess)
+                                        ? nlohmann::json(c.largest_missed_excess)
+                                        : nlohmann::json()},
+          {"failed", c.failed},
           {"recomputed", c.recomputed},
           {"fallbacks", c.fallbacks},
           {"false_alarms", c.false_alarms},
           {"unattributed", c.unattributed}};
+  if (mode == "none")  // nothing checks, so nothing judges the faults
+    for (const char* k : {"changed_output", "missed", "largest_missed_excess"}) j.erase(k);
   if (worker)
     j["worker_reported"] = {{"operations", worker->operations},
                             {"injected", worker->injected},
@@ -167,14 +188,20 @@ nlohmann::json integrity_report(const std::string& mode, const std::string& faul
 
 void print_integrity(const std::string& mode, const trusted::IntegrityCounters& c,
                      const std::optional<WorkerFaults>& worker) {
+  if (mode == "none") {
+    std::printf("  integrity none: %lld faults injected, unchecked\n",
+                static_cast<long long>(c.injected));
+    return;
+  }
   std::printf(
-      "  integrity %s: %lld checks, %lld faults injected (%lld above tolerance, %lld "
-      "corrupting outputs), %lld detected, %lld recomputed, %lld computed in the "
-      "trusted runtime, %lld false alarms\n",
+      "  integrity %s: %lld checks, %lld faults injected (%lld changed an output, %lld of "
+      "those missed; %lld above the check's tolerance), %lld detected, %lld recomputed, %lld "
+      "computed in the trusted runtime, %lld false alarms\n",
       mode.c_str(), static_cast<long long>(c.checks), static_cast<long long>(c.injected),
-      static_cast<long long>(c.injected_above_tolerance), static_cast<long long>(c.corrupting),
-      static_cast<long long>(c.detected), static_cast<long long>(c.recomputed),
-      static_cast<long long>(c.fallbacks), static_cast<long long>(c.false_alarms));
+      static_cast<long long>(c.changed_output), static_cast<long long>(c.missed),
+      static_cast<long long>(c.injected_above_tolerance), static_cast<long long>(c.detected),
+      static_cast<long long>(c.recomputed), static_cast<long long>(c.fallbacks),
+      static_cast<long long>(c.false_alarms));
   if (c.unattributed > 0 || (worker && worker->injected > 0))
     std::printf("  %lld failed checks of the worker's operations; the worker says it injected "
                 "%lld faults into %lld linear operations\n",

@@ -10,9 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include "accel/backend.h"
+#include "accel/faults.h"
 #include "accel/remote/remote_backend.h"
 
 #include "data/datasets.h"
+#include "measure/fault_audit.h"
 #include "nn/graph.h"
 #include "trusted/integrity.h"
 
@@ -52,6 +54,15 @@ using WorkerFaults = accel::remote::RemoteBackend::WorkerFaults;
 /// For an accelerator in a worker, what the worker says its `--inject-faults` did (the
 /// trusted side cannot see faults injected there, only detect them); nullopt otherwise.
 std::optional<WorkerFaults> worker_faults(accel::Backend& accelerator);
+
+/// A run's integrity counters for its report: the engine's, with its failed checks
+/// attributed: by `audit` when faults are injected in this process with checks, else as
+/// unattributed for a remote worker (only it knows what it did) and false alarms otherwise;
+/// `faults` without an audit (no checks): only its count of injected faults.
+trusted::IntegrityCounters attributed(trusted::IntegrityCounters engine,
+                                      const measure::FaultAudit* audit,
+                                      const accel::FaultInjector* faults,
+                                      const accel::Backend& accelerator);
 
 /// The report's `integrity` object for a run with `mode` checks and `faults` injected into
 /// `operations` linear operations; with `worker`, also its `worker_reported` counts.

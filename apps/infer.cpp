@@ -64,6 +64,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
                (mode == "slalom" && integrity == trusted::IntegrityMode::freivalds),
            "--integrity {} needs --mode darknight (or freivalds with --mode slalom)", o.integrity);
   std::unique_ptr<accel::FaultInjector> faults;
+  std::unique_ptr<measure::FaultAudit> audit;
   if (!o.inject_faults.empty() && mode == o.mode) {  // not the reference run
     DK_CHECK(mode != "tee", "--inject-faults needs an accelerator (not --mode tee)");
     accel::FaultSpec spec = accel::FaultSpec::parse(o.inject_faults);
@@ -71,6 +72,8 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     faults = std::make_unique<accel::FaultInjector>(
         spec, o.k + 1 + (integrity == trusted::IntegrityMode::redundant ? 1 : 0),
         integrity != trusted::IntegrityMode::none);
+    if (integrity != trusted::IntegrityMode::none)
+      audit = std::make_unique<measure::FaultAudit>(*faults);
   }
   std::unique_ptr<trusted::Csprng> rng, check_rng;
   trusted::DarKnightEngine* dk = nullptr;
@@ -95,7 +98,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
                          : std::make_unique<trusted::Csprng>();
     const int64_t pool = o.precompute == "0" ? 0 : parse_bytes(o.precompute);
     auto e = std::make_unique<trusted::DarKnightEngine>(*accel, co, *rng, pool);
-    e->set_integrity(integrity, check_rng.get(), faults.get());
+    e->set_integrity(integrity, check_rng.get());
     if (o.overlap != "auto") e->set_overlap(o.overlap == "on");
     dk = e.get();
     engine = std::move(e);
@@ -105,7 +108,7 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
     check_rng = o.seeded ? std::make_unique<trusted::Csprng>(o.seed ^ 0x636865636bULL)
                          : std::make_unique<trusted::Csprng>();
     auto e = std::make_unique<trusted::SlalomEngine>(*accel, *rng);
-    e->set_integrity(integrity, check_rng.get(), faults.get());
+    e->set_integrity(integrity, check_rng.get());
     slalom = e.get();
     engine = std::move(e);
   } else if (mode == "plain") {
@@ -142,6 +145,8 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   if (dk) dk->reset_integrity();
   if (slalom) slalom->reset_integrity();
   accel->set_fault_injector(faults.get());  // after the warm-up
+  if (dk) dk->set_check_observer(audit.get());
+  if (slalom) slalom->set_check_observer(audit.get());
   Progress bar(mode);
   r.outputs = Tensor(Shape{n, rt.graph().output_shape().numel()});
   const double t0 = now();
@@ -156,12 +161,10 @@ Run run_mode(const InferOptions& o, const std::string& mode, nn::Graph g, const 
   }
   r.seconds = now() - t0 - r.offline_seconds;
   r.stats = rt.stats();
-  if (dk) r.integrity = dk->integrity();
-  if (slalom) r.integrity = slalom->integrity();
-  if (faults && integrity == trusted::IntegrityMode::none) {
-    // Nothing checks the results (nor classifies the faults).
-    r.integrity.injected = faults->injected();
-  }
+  r.integrity = attributed(dk       ? dk->integrity()
+                           : slalom ? slalom->integrity()
+                                    : trusted::IntegrityCounters{},
+                           audit.get(), faults.get(), *accel);
   if (faults) r.faulted_operations = faults->operations();
   if (integrity != trusted::IntegrityMode::none) r.worker_faults = worker_faults(*accel);
   return r;

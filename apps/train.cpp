@@ -77,6 +77,26 @@ nn::TensorFile snapshot(trusted::Trainer& t, const ModelSpec& spec, bool with_op
   return f;
 }
 
+/// Where a run stands inside an epoch (a checkpoint taken mid-epoch, --checkpoint-every):
+/// the next batch's first example in the epoch's order and the epoch's running figures.
+struct EpochProgress {
+  int64_t next_start = 0;
+  double loss = 0;  ///< summed over the examples seen
+  int64_t correct = 0;
+  int64_t seen = 0;
+  double train_seconds = 0;
+  double seconds = 0;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EpochProgress, next_start, loss, correct, seen, train_seconds,
+                                   seconds)
+
+/// A metrics CSV row.
+std::string csv_row(const json& row) {
+  return fmt::format("{},{:.6f},{:.6f},{:.6f},{:.3f}\n", row.at("epoch").get<int>(),
+                     row.at("train_loss").get<double>(), row.at("train_accuracy").get<double>(),
+                     row.at("test_accuracy").get<double>(), row.at("seconds").get<double>());
+}
+
 }  // namespace
 
 CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
@@ -138,10 +158,15 @@ CLI::App* add_train_command(CLI::App& app, TrainOptions& o) {
                 "KIND:RATE[:SEED]: corrupt that fraction of the in-process accelerator's linear "
                 "operations (bitflip, scale, wrong-weights, drop, adversarial)");
   c->add_option("--checkpoint", o.checkpoint, "Directory for a checkpoint after every epoch");
+  c->add_option("--checkpoint-every", o.checkpoint_every,
+                "Also a checkpoint every this many SGD steps (--resume continues mid-epoch)")
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--fallback-accelerator", o.fallback_accelerator,
                 "When the accelerator keeps failing integrity checks: restore the last "
                 "checkpoint (else the initial weights) on this one and continue");
-  c->add_flag("--resume", o.resume, "Continue from the checkpoint in --checkpoint");
+  c->add_flag("--resume", o.resume,
+              "Continue from the checkpoint in --checkpoint (from the beginning when there is "
+              "none yet); with --seed the result is the uninterrupted run's");
   c->add_option("--metrics", o.metrics, "Per-epoch metrics CSV");
   c->add_flag("--insecure", o.insecure,
               "Allow blinding noise that leaves the mixtures noise-free (--noise-std 0; with K = "
@@ -184,20 +209,39 @@ namespace {
 int train_once(const TrainOptions& o, json& restarts) {
   warn_insecure(o.seeded, o.insecure);
   DK_CHECK(!o.resume || !o.checkpoint.empty(), "--resume needs --checkpoint DIR");
+  DK_CHECK(!o.checkpoint_every || !o.checkpoint.empty(),
+           "--checkpoint-every needs --checkpoint DIR");
   const uint64_t seed = o.seeded ? o.seed : 1;
   ModelSpec spec;
   spec.model = o.model, spec.input_size = o.input_size, spec.classes = o.classes;
   spec.seed = seed, spec.weights = o.weights;
   const std::string ckpt_path = o.checkpoint.empty() ? "" : o.checkpoint + "/checkpoint.dkm";
+  // save_tensor_file writes checkpoint.dkm.tmp and renames it: checkpoint.dkm is complete
+  // or absent, and a .tmp left by a killed run is never read.
   nn::TensorFile resume;
-  if (o.resume) {
-    resume = nn::load_tensor_file(ckpt_path).value();
+  const bool resuming = o.resume && std::filesystem::exists(ckpt_path);
+  if (o.resume && !resuming)
+    std::fprintf(stderr,
+                 "darknight: --resume: no complete checkpoint in %s yet; starting from "
+                 "the beginning\n",
+                 o.checkpoint.c_str());
+  if (resuming) {
+    Result<nn::TensorFile> r = nn::load_tensor_file(ckpt_path);
+    if (!r.ok())
+      throw Error(fmt::format("--resume: {} (remove it to start over)", r.status().message()));
+    resume = std::move(r.value());
     DK_CHECK(resume.meta.value("model", std::string()) == o.model,
              "{} is a checkpoint of '{}', not '{}'", ckpt_path,
              resume.meta.value("model", std::string()), o.model);
+    DK_CHECK(resume.meta.value("seed", seed) == seed &&
+                 resume.meta.value("seeded", o.seeded) == o.seeded,
+             "{} was made {}: resume with the same seed", ckpt_path,
+             resume.meta.value("seeded", true)
+                 ? fmt::format("with --seed {}", resume.meta.value("seed", uint64_t{0}))
+                 : std::string("without --seed"));
   }
   nn::Graph model = make_model(spec);
-  if (o.resume) nn::apply_model_tensors(model, resume).throw_if_error();
+  if (resuming) nn::apply_model_tensors(model, resume).throw_if_error();
 
   // Data.
   data::LoadOptions lo;
@@ -235,12 +279,15 @@ int train_once(const TrainOptions& o, json& restarts) {
                (o.mode == "darknight" && o.grad_decode == "folded"),
            "--integrity {} needs --mode darknight --grad-decode folded", o.integrity);
   std::unique_ptr<accel::FaultInjector> faults;
+  std::unique_ptr<measure::FaultAudit> audit;
   if (!o.inject_faults.empty()) {
     DK_CHECK(o.mode != "tee", "--inject-faults needs an accelerator (not --mode tee)");
     accel::FaultSpec spec = accel::FaultSpec::parse(o.inject_faults);
     if (!spec.seed && o.seeded) spec.seed = o.seed ^ 0x6661756c7473ULL;  // its own stream
     faults = std::make_unique<accel::FaultInjector>(spec, o.k + 1 + redundancy,
                                                     integrity != trusted::IntegrityMode::none);
+    if (integrity != trusted::IntegrityMode::none)
+      audit = std::make_unique<measure::FaultAudit>(*faults);
     accel->set_fault_injector(faults.get());
   }
   std::unique_ptr<trusted::Csprng> rng, check_rng;
@@ -263,7 +310,8 @@ int train_once(const TrainOptions& o, json& restarts) {
     // unchecked one does).
     check_rng = o.seeded ? std::make_unique<trusted::Csprng>(o.seed ^ 0x636865636bULL)
                          : std::make_unique<trusted::Csprng>();
-    e->set_integrity(integrity, check_rng.get(), faults.get());
+    e->set_integrity(integrity, check_rng.get());
+    e->set_check_observer(audit.get());
     dk = e.get();
     engine = std::move(e);
   } else if (o.mode == "plain") {
@@ -275,20 +323,47 @@ int train_once(const TrainOptions& o, json& restarts) {
     ro.threads = 1;
   }
   trusted::Trainer trainer(std::move(model), *engine, ro);
+  const int64_t n = train.images.shape()[0];
   json history = json::array();
   int first_epoch = 0;
-  if (o.resume) {
-    for (const nn::Node& n : trainer.graph().nodes())
-      if (n.is_linear())
-        if (const Tensor* m = resume.find(n.origin + ".weight.momentum"))
-          engine->write_momentum(n.weights, *m);
+  EpochProgress resumed;  // within first_epoch
+  int64_t steps = 0;
+  double train_seconds = 0;
+  if (resuming) {
+    for (const nn::Node& node : trainer.graph().nodes())
+      if (node.is_linear())
+        if (const Tensor* m = resume.find(node.origin + ".weight.momentum"))
+          engine->write_momentum(node.weights, *m);
     for (trusted::TrustedParam& p : trainer.params())
       if (const Tensor* m = resume.find(p.name + ".momentum")) p.momentum = m->clone();
-    first_epoch = resume.meta.at("epoch").get<int>() + 1;
-    history = resume.meta.value("epochs", json::array());
-    std::fprintf(stderr, "darknight: resuming from %s after epoch %d\n", ckpt_path.c_str(),
-                 first_epoch);
+    try {
+      const json& meta = resume.meta;
+      first_epoch = meta.at("epoch").get<int>() + 1;
+      history = meta.value("epochs", json::array());
+      steps = meta.value("steps", int64_t{0});
+      train_seconds = meta.value("train_seconds", 0.0);
+      if (meta.contains("in_epoch")) {
+        resumed = meta.at("in_epoch").get<EpochProgress>();
+        DK_CHECK(meta.at("batch").get<int64_t>() == o.batch &&
+                     meta.at("examples").get<int64_t>() == n && resumed.next_start > 0 &&
+                     resumed.next_start < n,
+                 "{} was taken in an epoch of batches of {} over {} examples: resume with the "
+                 "same --batch and data",
+                 ckpt_path, meta.at("batch").get<int64_t>(), meta.at("examples").get<int64_t>());
+      }
+      // The generators go on from where the checkpoint left them (seeded runs; an unseeded
+      // one is keyed afresh from the OS, and its stream never repeats).
+      if (o.seeded && rng && meta.contains("rng")) {
+        rng->seek(meta.at("rng").at("blinding").get<uint64_t>());
+        check_rng->seek(meta.at("rng").at("check").get<uint64_t>());
+      }
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: malformed checkpoint header: {}", ckpt_path, e.what()));
+    }
+    std::fprintf(stderr, "darknight: resuming from %s at epoch %d, step %lld\n", ckpt_path.c_str(),
+                 first_epoch + 1, static_cast<long long>(steps));
   }
+  const int64_t resumed_steps = steps;
   const int64_t per_pass = trainer.plan(std::min(o.batch, train.images.shape()[0]));
   std::printf("%s training %s on %lld %s images, batch %lld (%lld per pass), K = %d\n",
               o.mode.c_str(), o.model.c_str(), static_cast<long long>(train.images.shape()[0]),
@@ -297,21 +372,22 @@ int train_once(const TrainOptions& o, json& restarts) {
 
   std::ofstream csv;
   if (!o.metrics.empty()) {
-    const bool fresh = !o.resume || !std::filesystem::exists(o.metrics);
-    csv.open(o.metrics, fresh ? std::ios::trunc : std::ios::app);
+    // Written afresh, with the checkpoint's epochs when resuming: rows of epochs done after
+    // the checkpoint by a killed run are dropped, none is lost or repeated.
+    csv.open(o.metrics, std::ios::trunc);
     DK_CHECK(csv.good(), "cannot write {}", o.metrics);
-    if (fresh) csv << "epoch,train_loss,train_accuracy,test_accuracy,seconds\n";
+    csv << "epoch,train_loss,train_accuracy,test_accuracy,seconds\n";
+    for (const json& row : history) csv << csv_row(row);
+    csv << std::flush;
   }
   const double t_start = now();
-  double train_seconds = 0;
-  int64_t steps = 0;
-  const int64_t n = train.images.shape()[0];
   // The integrity counters so far (printed with `print`).
   auto integrity_now = [&](bool print) {
     json j;
     if (o.integrity != "none" || faults) {
-      trusted::IntegrityCounters ic = dk ? dk->integrity() : trusted::IntegrityCounters{};
-      if (faults && integrity == trusted::IntegrityMode::none) ic.injected = faults->injected();
+      const trusted::IntegrityCounters ic =
+          attributed(dk ? dk->integrity() : trusted::IntegrityCounters{}, audit.get(),
+                     faults.get(), *accel);
       const std::optional<WorkerFaults> worker = worker_faults(*accel);
       j = integrity_report(o.integrity, o.inject_faults, faults ? faults->operations() : 0, ic,
                            worker);
@@ -337,6 +413,7 @@ int train_once(const TrainOptions& o, json& restarts) {
       if (!integrity_json.is_null()) rep["integrity"] = integrity_json;
       if (!stopped.empty()) rep["stopped"] = stopped;
       if (!restarts.empty()) rep["restarts"] = restarts;
+      if (resuming) rep["resumed"] = {{"epoch", first_epoch + 1}, {"step", resumed_steps}};
       rep["mode"] = o.mode;
       rep["insecure"] = o.seeded || o.insecure;
       rep["model"] = o.model;
@@ -368,18 +445,41 @@ int train_once(const TrainOptions& o, json& restarts) {
       f << rep.dump(2) << "\n";
     }
   };
+  // A checkpoint: `done` is the last complete epoch (-1: none), `in_epoch` where the run
+  // stands in the next (null after a complete epoch).
+  auto save_checkpoint = [&](int done, const json& in_epoch) {
+    std::filesystem::create_directories(o.checkpoint);
+    nn::TensorFile ck = snapshot(trainer, spec, true);
+    ck.meta["kind"] = "checkpoint";
+    ck.meta["epoch"] = done;
+    ck.meta["seed"] = seed;
+    ck.meta["seeded"] = o.seeded;
+    ck.meta["epochs"] = history;
+    ck.meta["steps"] = steps;
+    ck.meta["train_seconds"] = train_seconds;
+    ck.meta["batch"] = o.batch;
+    ck.meta["examples"] = n;
+    if (!in_epoch.is_null()) ck.meta["in_epoch"] = in_epoch;
+    // The generators' positions (not their keys): with --seed, a resumed run draws what the
+    // uninterrupted one would have.
+    if (o.seeded && rng)
+      ck.meta["rng"] = {{"blinding", rng->position()}, {"check", check_rng->position()}};
+    nn::save_tensor_file(ckpt_path, ck).throw_if_error();
+  };
   try {
-    for (int epoch = first_epoch; epoch < o.epochs; ++epoch) {
+    for (int epoch = first_epoch; epoch < o.epochs && !(o.steps && steps >= o.steps); ++epoch) {
       const SgdParams sgd{.lr = scheduled_lr(o, epoch),
                           .momentum = o.momentum,
                           .weight_decay = o.weight_decay,
                           .nesterov = o.nesterov};
       const std::vector<int64_t> order = data::epoch_order(n, seed, epoch);
       Progress bar(fmt::format("epoch {}", epoch + 1));
-      const double e0 = now();
-      double loss = 0, epoch_train = 0;
-      int64_t correct = 0, seen = 0;
-      for (int64_t start = 0; start < n; start += o.batch) {
+      const EpochProgress from = epoch == first_epoch ? resumed : EpochProgress{};
+      const double e0 = now() - from.seconds;
+      double loss = from.loss, epoch_train = from.train_seconds;
+      int64_t correct = from.correct, seen = from.seen;
+      bool stopped_in_epoch = false;  // by --steps, with batches of the epoch left
+      for (int64_t start = from.next_start; start < n; start += o.batch) {
         const int64_t m = std::min(o.batch, n - start);
         std::vector<int> labels;
         const Tensor x = data::gather(train, order, start, m, augment,
@@ -392,7 +492,15 @@ int train_once(const TrainOptions& o, json& restarts) {
                    fmt::format("loss {:.4f} acc {:.4f} {:.0f} img/s", loss / double(seen),
                                double(correct) / double(seen), double(seen) / epoch_train));
         ++steps;
-        if (o.steps && steps >= o.steps) break;
+        const bool stop = o.steps && steps >= o.steps;
+        stopped_in_epoch = stop && start + m < n;
+        // Mid-epoch checkpoints; one where --steps stops the run inside an epoch (taken
+        // before the evaluation, so that a resumed run goes on as one never stopped).
+        if (!ckpt_path.empty() && start + m < n &&
+            (stop || (o.checkpoint_every && steps % o.checkpoint_every == 0)))
+          save_checkpoint(epoch - 1,
+                          EpochProgress{start + m, loss, correct, seen, epoch_train, now() - e0});
+        if (stop) break;
       }
       train_seconds += epoch_train;
       const double test_acc = evaluate(trainer, test, o.batch);
@@ -409,19 +517,8 @@ int train_once(const TrainOptions& o, json& restarts) {
           "(%.1f images/s)\n",
           epoch + 1, loss / double(seen), double(correct) / double(seen), test_acc, seconds,
           double(seen) / epoch_train);
-      if (csv.is_open())
-        csv << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.3f}\n", epoch + 1, loss / double(seen),
-                           double(correct) / double(seen), test_acc, seconds)
-            << std::flush;
-      if (!ckpt_path.empty()) {
-        std::filesystem::create_directories(o.checkpoint);
-        nn::TensorFile ck = snapshot(trainer, spec, true);
-        ck.meta["kind"] = "checkpoint";
-        ck.meta["epoch"] = epoch;
-        ck.meta["seed"] = seed;
-        ck.meta["epochs"] = history;
-        nn::save_tensor_file(ckpt_path, ck).throw_if_error();
-      }
+      if (csv.is_open()) csv << csv_row(row) << std::flush;
+      if (!ckpt_path.empty() && !stopped_in_epoch) save_checkpoint(epoch, json());
       if (o.steps && steps >= o.steps) break;
     }
   } catch (const trusted::IntegrityStop& e) {

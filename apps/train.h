@@ -29,6 +29,7 @@ struct TrainOptions {
   std::string precision = "f32";
   std::string grad_decode = "trusted";
   std::string checkpoint;
+  int64_t checkpoint_every = 0;  ///< also a checkpoint every this many steps (0: epochs only)
   bool resume = false;
   std::string fallback_accelerator;
   std::string metrics;

@@ -41,27 +41,40 @@ if len(sys.argv) > 2 and sys.argv[2] == "train":
                 i = r.get("integrity", {})
                 model = out / f.name.replace(".json", ".dkmodel")
                 same = clean and model.exists() and model.read_bytes() == clean
-                cells = ["-"] * 5 if mode == "none" else [
-                    i["injected"], i["injected_above_tolerance"], i["detected"],
-                    i["injected"] - i["detected"], i["false_alarms"]]
+                cells = ["-"] * 6 if mode == "none" else [
+                    i["injected"], i["changed_output"], i["missed"],
+                    i["injected_above_tolerance"], i["detected"], i["false_alarms"]]
                 acc = (f"stopped: {r['stopped'].split(';')[0]}" if "stopped" in r
                        else f"{r['final_test_accuracy']:.4f}")
                 print(f"| {prec} | {mode} | {label} | " + " | ".join(map(str, cells)) +
                       f" | {acc} | {'yes' if same else 'no'} |")
     sys.exit(0)
-print("| check | fault | injected | above tolerance | corrupting | detected | recomputed "
-      "| trusted fallback | false alarms | accuracy (clean) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+def largest(i):
+    """The largest missed fault's effect, in units of the fault-free rounding bound."""
+    if i["missed"] == 0:
+        return "-"
+    x = i.get("largest_missed_excess")
+    return "exact zero changed" if x is None else f"{x:.3g}"
+
+
+print("| check | fault | injected | changed output | missed | largest missed (x bound) "
+      "| above tolerance | detected | recomputed | trusted fallback | false alarms "
+      "| accuracy (clean) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for mode in ["none", "redundant", "freivalds"]:
     clean = json.loads((out / f"clean-{mode}.json").read_text())
     ci = clean.get("integrity", {})
-    print(f"| {mode} | (none) | 0 | 0 | 0 | {ci.get('detected', 0)} | {ci.get('recomputed', 0)} "
-          f"| {ci.get('fallbacks', 0)} | {ci.get('false_alarms', 0)} | {clean['accuracy']:.4f} |")
+    print(f"| {mode} | (none) | 0 | 0 | 0 | - | 0 | {ci.get('detected', 0)} "
+          f"| {ci.get('recomputed', 0)} | {ci.get('fallbacks', 0)} | {ci.get('false_alarms', 0)} "
+          f"| {clean['accuracy']:.4f} |")
     for kind in ["bitflip", "scale", "wrong-weights", "drop", "adversarial"]:
         r = json.loads((out / f"{kind}-{mode}.json").read_text())
         i = r["integrity"]
-        above = i["injected_above_tolerance"] if mode != "none" else "-"
-        corrupting = i["corrupting"] if mode != "none" else "-"
-        print(f"| {mode} | {kind} | {i['injected']} | {above} | {corrupting} | {i['detected']} "
+        if mode == "none":
+            cells = [i["injected"], "-", "-", "-", "-"]
+        else:
+            cells = [i["injected"], i["changed_output"], i["missed"], largest(i),
+                     i["injected_above_tolerance"]]
+        print(f"| {mode} | {kind} | " + " | ".join(map(str, cells)) + f" | {i.get('detected', 0)} "
               f"| {i['recomputed']} | {i['fallbacks']} | {i['false_alarms']} "
               f"| {r['accuracy']:.4f} ({clean['accuracy']:.4f}) |")

@@ -66,11 +66,18 @@ ok "$dk" infer --model fmnist-cnn --data synthetic --limit 24 --batch 8 --seed 2
   --integrity freivalds --predictions "$tmp/clean.csv"
 ok "$dk" infer --model fmnist-cnn --data synthetic --limit 24 --batch 8 --seed 2 \
   --integrity freivalds --inject-faults drop:0.5:1 --report "$tmp/i.json" --predictions "$tmp/f.csv"
-for field in mode checks injected injected_above_tolerance detected recomputed false_alarms; do
+for field in mode checks injected injected_above_tolerance changed_output detected missed failed \
+    recomputed fallbacks false_alarms unattributed; do
   [ "$(json "$tmp/i.json" "'$field' in r['integrity']")" = True ] || fail "integrity report lacks $field"
 done
-[ "$(json "$tmp/i.json" "r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected']")" = True ] ||
+[ "$(json "$tmp/i.json" "r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected'] == r['integrity']['changed_output'] and r['integrity']['missed'] == 0")" = True ] ||
   fail "injected drop faults not all detected: $(json "$tmp/i.json" "r['integrity']")"
+# The redundant check's blind spot, measured against the clean outputs: adversarial errors
+# change the outputs and all pass it.
+ok "$dk" infer --model fmnist-cnn --data synthetic --limit 24 --batch 8 --seed 2 \
+  --integrity redundant --inject-faults adversarial:0.5:1 --report "$tmp/ra.json"
+[ "$(json "$tmp/ra.json" "r['integrity']['injected'] > 0 and r['integrity']['changed_output'] == r['integrity']['missed'] == r['integrity']['injected'] and r['integrity']['detected'] == 0")" = True ] ||
+  fail "redundant: adversarial faults not measured as missed: $(json "$tmp/ra.json" "r['integrity']")"
 cmp -s "$tmp/clean.csv" "$tmp/f.csv" || fail "a faulted, checked run predicts differently"
 refuses "unknown kind" "$dk" infer --model fmnist-cnn --limit 4 --inject-faults melt:0.5
 refuses "RATE must be in" "$dk" infer --model fmnist-cnn --limit 4 --inject-faults drop:2
@@ -86,7 +93,7 @@ ok "$dk" infer --model fmnist-cnn --data synthetic --limit 16 --mode slalom --co
   fail "slalom disagrees with float inference: $(json "$tmp/s.json" "r['top1_agreement_vs_plain']")"
 ok "$dk" infer --model fmnist-cnn --data synthetic --limit 16 --mode slalom --seed 1 \
   --integrity freivalds --inject-faults scale:0.5:1 --report "$tmp/si.json"
-[ "$(json "$tmp/si.json" "r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected_above_tolerance']")" = True ] ||
+[ "$(json "$tmp/si.json" "r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected_above_tolerance'] and r['integrity']['missed'] == 0")" = True ] ||
   fail "slalom: injected faults not all detected: $(json "$tmp/si.json" "r['integrity']")"
 refuses "needs --mode darknight" "$dk" infer --model fmnist-cnn --limit 4 --mode slalom --integrity redundant
 
@@ -144,7 +151,7 @@ chk=(train --model fmnist-cnn --data synthetic --limit 48 --test-limit 16 --batc
 ok "$dk" "${chk[@]}" --grad-decode folded --save "$tmp/c0.dkm"
 ok "$dk" "${chk[@]}" --grad-decode folded --inject-faults drop:0.3:2 --save "$tmp/c1.dkm" \
   --report "$tmp/c1.json"
-[ "$(json "$tmp/c1.json" "r['integrity']['mode'] == 'redundant' and r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected_above_tolerance'] > 0 and r['integrity']['false_alarms'] == 0")" = True ] ||
+[ "$(json "$tmp/c1.json" "r['integrity']['mode'] == 'redundant' and r['integrity']['injected'] > 0 and r['integrity']['detected'] == r['integrity']['injected_above_tolerance'] > 0 and r['integrity']['false_alarms'] == 0 and r['integrity']['missed'] == 0")" = True ] ||
   fail "redundant training: faults not all detected: $(json "$tmp/c1.json" "r['integrity']")"
 cmp -s "$tmp/c0.dkm" "$tmp/c1.dkm" || fail "a faulted, checked training run saves another model"
 refuses "needs --mode darknight --grad-decode folded" "$dk" "${chk[@]}" --grad-decode trusted

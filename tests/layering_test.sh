@@ -16,7 +16,7 @@ done < <(grep -rnE '#include [<"](trusted/|sodium|.*codec)' "$src/accel" 2>/dev/
 if [ -d "$src/trusted" ]; then
   while IFS= read -r line; do
     violation "$line (trusted code includes accelerator internals, CUDA or the unprotected path)"
-  done < <(grep -rnE '#include [<"](accel/(ref|cpu|cuda|host)/|cuda|cudnn|cublas|baselines/)' "$src/trusted")
+  done < <(grep -rnE '#include [<"](accel/(ref|cpu|cuda|host|remote)/|accel/faults\.h|measure/|cuda|cudnn|cublas|baselines/)' "$src/trusted")
 fi
 
 while IFS= read -r line; do

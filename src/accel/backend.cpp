@@ -249,8 +249,11 @@ void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights
   do_conv2d_forward(d, src, w, dst);
   if (faults_)
     faults_->after(
-        *this, LinearOp::forward, src, &w,
-        [&](const Weights& x) { do_conv2d_forward(d, src, x, dst); }, dst);
+        *this, LinearOp::forward, src, &w, nullptr,
+        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
+          do_conv2d_forward(d, a, *x, y);
+        },
+        dst);
 }
 
 void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -263,8 +266,11 @@ void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, co
   do_conv2d_backward_data(d, diff_dst, w, diff_src);
   if (faults_)
     faults_->after(
-        *this, LinearOp::backward_data, diff_dst, &w,
-        [&](const Weights& x) { do_conv2d_backward_data(d, diff_dst, x, diff_src); }, diff_src);
+        *this, LinearOp::backward_data, diff_dst, &w, nullptr,
+        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
+          do_conv2d_backward_data(d, a, *x, y);
+        },
+        diff_src);
 }
 
 void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -277,7 +283,12 @@ void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, cons
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_conv2d_backward_weights(d, src, diff_dst, diff_weights, parts);
   if (faults_)
-    faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
+    faults_->after(
+        *this, LinearOp::backward_weights, src, nullptr, &diff_dst,
+        [&](const Buffer& a, const Weights*, const Buffer* b, Buffer& y) {
+          do_conv2d_backward_weights(d, a, *b, y, parts);
+        },
+        diff_weights);
 }
 
 void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
@@ -289,8 +300,11 @@ void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights
   do_dense_forward(d, src, w, dst);
   if (faults_)
     faults_->after(
-        *this, LinearOp::forward, src, &w,
-        [&](const Weights& x) { do_dense_forward(d, src, x, dst); }, dst);
+        *this, LinearOp::forward, src, &w, nullptr,
+        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
+          do_dense_forward(d, a, *x, y);
+        },
+        dst);
 }
 
 void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -303,8 +317,11 @@ void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, co
   do_dense_backward_data(d, diff_dst, w, diff_src);
   if (faults_)
     faults_->after(
-        *this, LinearOp::backward_data, diff_dst, &w,
-        [&](const Weights& x) { do_dense_backward_data(d, diff_dst, x, diff_src); }, diff_src);
+        *this, LinearOp::backward_data, diff_dst, &w, nullptr,
+        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
+          do_dense_backward_data(d, a, *x, y);
+        },
+        diff_src);
 }
 
 void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -317,7 +334,12 @@ void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, cons
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_dense_backward_weights(d, src, diff_dst, diff_weights, parts);
   if (faults_)
-    faults_->after(*this, LinearOp::backward_weights, diff_dst, nullptr, {}, diff_weights);
+    faults_->after(
+        *this, LinearOp::backward_weights, src, nullptr, &diff_dst,
+        [&](const Buffer& a, const Weights*, const Buffer* b, Buffer& y) {
+          do_dense_backward_weights(d, a, *b, y, parts);
+        },
+        diff_weights);
 }
 
 // ---------------------------------------------------------------- registry

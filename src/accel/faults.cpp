@@ -82,8 +82,9 @@ Eigen::MatrixXd null_space(const std::vector<double>& x, int64_t first, int rows
 
 }  // namespace
 
-void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Weights* w,
-                          const std::function<void(const Weights&)>& rerun, Buffer& dst) {
+void FaultInjector::after(Backend& be, LinearOp op, const Buffer& a, const Weights* w,
+                          const Buffer* b, const LinearRerun& rerun, Buffer& dst) {
+  const int64_t seq = calls_++;
   if (spec_.kind == FaultKind::wrong_weights && !w) return;  // backward-weights uses none
   ++operations_;
   std::uniform_real_distribution<double> uni(0.0, 1.0);
@@ -92,14 +93,14 @@ void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Wei
   // second the first's error, so that the two agree.
   const bool adversarial_bw =
       spec_.kind == FaultKind::adversarial && op == LinearOp::backward_weights;
-  const bool second = adversarial_bw && pair_.open && pair_.src != &src &&
+  const bool second = adversarial_bw && pair_.open && pair_.src != b &&
                       pair_.shape == dst.shape();
   if (second) {
     pair_.open = false;
     if (pair_.error.empty()) return;
   } else {
     pair_ = {};
-    if (adversarial_bw) pair_.open = true, pair_.src = &src, pair_.shape = dst.shape();
+    if (adversarial_bw) pair_.open = true, pair_.src = b, pair_.shape = dst.shape();
     if (uni(gen_) >= spec_.rate) return;
   }
   be.wait();
@@ -175,7 +176,7 @@ void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Wei
       const double rms = std::sqrt(ss / static_cast<double>(wt.numel()));
       for (int64_t e = 0; e < per; ++e) wt[o * per + e] += static_cast<float>(rms * normal(gen_));
       const WeightsPtr bad = be.do_create_weights(wt);
-      rerun(*bad);
+      rerun(a, bad.get(), b, dst);
       be.wait();
       y = read(dst);
       break;
@@ -190,8 +191,8 @@ void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Wei
       const double sd = 0.1 * std::sqrt(ss / static_cast<double>(numel));
       for (double& v : e) v = sd * normal(gen_);
       std::vector<double> coef(static_cast<size_t>(rows), 1.0);
-      if (op != LinearOp::backward_weights && src.shape()[0] == rows) {
-        const std::vector<double> x = read(src);
+      if (op != LinearOp::backward_weights && a.shape()[0] == rows) {
+        const std::vector<double> x = read(a);
         // A virtual batch whose inputs leave room: all-zero inputs (every vector null) admit
         // no hidden error, so the adversary tries the next one, and abstains if none does.
         const int64_t groups = (rows + group_ - 1) / group_, g0 = pick(groups);
@@ -199,7 +200,7 @@ void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Wei
         for (int64_t t = 0; t < groups && !placed; ++t) {
           const int64_t first = (g0 + t) % groups * group_;
           const int n = static_cast<int>(std::min<int64_t>(group_, rows - first));
-          const Eigen::MatrixXd c = null_space(x, first, n, src.shape().numel() / rows);
+          const Eigen::MatrixXd c = null_space(x, first, n, a.shape().numel() / rows);
           if (c.cols() == n) continue;
           placed = true;
           if (c.cols() == 0) break;  // no redundancy: the consistent perturbation
@@ -224,8 +225,43 @@ void FaultInjector::after(Backend& be, LinearOp op, const Buffer& src, const Wei
   if (!record_) return;
   // What actually reached the buffer (rounded to its element type).
   y = read(dst);
-  FaultRecord rec{spec_.kind, Tensor64(dst.shape())};
-  for (int64_t e = 0; e < numel; ++e) rec.error[e] = y[e] - before[e];
+  FaultRecord rec{seq, spec_.kind, Tensor64(dst.shape()), Tensor64(dst.shape()),
+                  Tensor64(dst.shape())};
+  // The fault-free computation's rounding bound: sum_k |w_k x_k| and the term counts n,
+  // from the operation rerun on the operands' magnitudes and on ones.
+  auto operand = [&](const Buffer& x, bool ones) {
+    std::vector<double> v = read(x);
+    for (double& e : v) e = ones ? 1.0 : std::abs(e);
+    BufferPtr out = be.do_alloc(x.shape(), x.dtype());
+    if (x.dtype() == DType::f32) {
+      std::vector<float> t(v.begin(), v.end());
+      be.do_upload(t.data(), *out, 0, out->bytes());
+    } else {
+      be.do_upload(v.data(), *out, 0, out->bytes());
+    }
+    return out;
+  };
+  auto magnitudes = [&](bool ones) {
+    const BufferPtr a2 = operand(a, ones), b2 = b ? operand(*b, ones) : nullptr;
+    WeightsPtr w2;
+    if (w) {
+      Tensor t = be.do_read_weights(*w);
+      for (int64_t e = 0; e < t.numel(); ++e) t[e] = ones ? 1.0f : std::abs(t[e]);
+      w2 = be.do_create_weights(t);
+    }
+    const BufferPtr out = be.do_alloc(dst.shape(), dst.dtype());
+    rerun(*a2, w2.get(), b2.get(), *out);
+    be.wait();
+    return read(*out);
+  };
+  const std::vector<double> sum_abs = magnitudes(false), terms = magnitudes(true);
+  const double u = f32 ? 0x1p-24 : 0x1p-53;
+  for (int64_t e = 0; e < numel; ++e) {
+    const double m = terms[static_cast<size_t>(e)] + 1;
+    rec.clean[e] = before[static_cast<size_t>(e)];
+    rec.error[e] = y[static_cast<size_t>(e)] - before[static_cast<size_t>(e)];
+    rec.bound[e] = m * u / (1 - m * u) * sum_abs[static_cast<size_t>(e)];
+  }
   records_.push_back(std::move(rec));
 }
 

@@ -31,15 +31,27 @@ struct FaultSpec {
   static FaultSpec parse(const std::string& text);
 };
 
-/// What one faulted operation changed: the error added to its output (output - correct
-/// output, elementwise, over the whole output buffer), for the measurement's bookkeeping.
+/// What one faulted operation changed, over its whole output buffer, for a measurement
+/// outside the trusted side (measure/fault_audit.h) to judge: the clean output (what the
+/// accelerator computed before the fault), the error the fault added (output - clean), and
+/// the worst-case rounding error of the fault-free computation, elementwise:
+/// gamma_{n+1} sum_k |w_k x_k| with gamma_m = m u / (1 - m u) (Higham, "Accuracy and Stability
+/// of Numerical Algorithms", 2nd ed., eq. 3.5), u the element type's unit roundoff, n the
+/// element's number of terms; computed by rerunning the operation on |inputs| and on ones.
 struct FaultRecord {
+  int64_t seq = 0;  ///< which operation: FaultInjector::calls() just before it
   FaultKind kind;
-  Tensor64 error;
+  Tensor64 clean, error, bound;
 };
 
 /// Which linear operation an output came from.
 enum class LinearOp { forward, backward_data, backward_weights };
+
+/// Reruns a linear operation into `dst` with other operands: `a` its first input (src, or
+/// diff_dst for backward-data), `w` its weights (null for backward-weights), `b` its second
+/// input (backward-weights' diff_dst; else null).
+using LinearRerun =
+    std::function<void(const Buffer& a, const Weights* w, const Buffer* b, Buffer& dst)>;
 
 class FaultInjector {
  public:
@@ -49,12 +61,14 @@ class FaultInjector {
   /// reads them); without, only counts.
   FaultInjector(FaultSpec spec, int group, bool record = true);
 
-  /// Called by the backend after each linear operation, with its input rows `src` (the
-  /// mixtures), the weights it used (null for backward-weights) and a way to rerun it with
-  /// other weights. May corrupt `dst`.
-  void after(Backend& be, LinearOp op, const Buffer& src, const Weights* w,
-             const std::function<void(const Weights&)>& rerun, Buffer& dst);
+  /// Called by the backend after each linear operation, with its operands (as for
+  /// LinearRerun) and a way to rerun it with others. May corrupt `dst`.
+  void after(Backend& be, LinearOp op, const Buffer& a, const Weights* w, const Buffer* b,
+             const LinearRerun& rerun, Buffer& dst);
 
+  /// Linear operations seen (every call of after()).
+  int64_t calls() const { return calls_; }
+  /// Linear operations this kind of fault can hit (wrong-weights: those with weights).
   int64_t operations() const { return operations_; }
   int64_t injected() const { return injected_; }
   /// The records of the operations faulted since the last call.
@@ -65,7 +79,7 @@ class FaultInjector {
   int group_;
   bool record_;
   std::mt19937_64 gen_;
-  int64_t operations_ = 0, injected_ = 0;
+  int64_t calls_ = 0, operations_ = 0, injected_ = 0;
   std::vector<FaultRecord> records_;
   /// The last backward-weights operation (adversarial): a redundant pair's first.
   struct Pair {

@@ -1,11 +1,15 @@
 #include "nn/model_file.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "protocol/checked.h"
 
@@ -78,7 +82,16 @@ Status save_tensor_file(const std::string& path, const TensorFile& file) {
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) return Status::error(fmt::format("cannot write {}", tmp));
-    f.write(out.data(), static_cast<std::streamsize>(out.size()));
+    // For tests of kill -9 while saving (tests/kill_resume_test.sh): half the file, a pause
+    // of DARKNIGHT_TEST_SLOW_SAVE_MS milliseconds, then the rest.
+    const char* pause_ms = std::getenv("DARKNIGHT_TEST_SLOW_SAVE_MS");
+    const size_t half = pause_ms ? out.size() / 2 : 0;
+    f.write(out.data(), static_cast<std::streamsize>(half));
+    if (pause_ms) {
+      f.flush();
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(pause_ms)));
+    }
+    f.write(out.data() + half, static_cast<std::streamsize>(out.size() - half));
     f.flush();
     if (!f) return Status::error(fmt::format("writing {} failed", tmp));
   }
@@ -90,6 +103,12 @@ Status save_tensor_file(const std::string& path, const TensorFile& file) {
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) return Status::error(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
+  // And the rename durable: the directory entry too.
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
   return {};
 }
 

@@ -22,6 +22,13 @@ RowEpilogue fused(const nn::Epilogue& e) {
   return [&e](float* row, int64_t b, int64_t end) { e.apply(row, b, end); };
 }
 
+/// Each virtual batch's decode of its outputs (Mixing::unmixing), for a CheckObserver.
+CoefficientList unmixings(MixingView secrets) {
+  CoefficientList d;
+  for (size_t v = 0; v < secrets.size(); ++v) d.push_back(secrets[v].unmixing());
+  return d;
+}
+
 }  // namespace
 
 DarKnightEngine::DarKnightEngine(accel::Backend& backend, const CodecOptions& opts, Csprng& rng,
@@ -64,11 +71,11 @@ void DarKnightEngine::begin_pass(const nn::Graph& g, int64_t items) {
   }
 }
 
-void DarKnightEngine::set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger) {
+void DarKnightEngine::set_integrity(IntegrityMode mode, Csprng* rng) {
   DK_CHECK(mode == IntegrityMode::none || rng, "integrity checks need a generator");
   DK_CHECK((mode == IntegrityMode::redundant) == (encoder_.options().redundancy == 1),
            "the redundant check needs exactly one redundant mixture in the codec options");
-  integrity_ = mode, check_rng_ = rng, ledger_ = ledger;
+  integrity_ = mode, check_rng_ = rng;
 }
 
 void DarKnightEngine::load(nn::Graph& g) {
@@ -357,8 +364,8 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
     if (!check) break;
     const bool ok = check->passed();
     account(
-        node, "forward", ok, [&](const Tensor64& e) { return check->above_tolerance(e); },
-        [&](const Tensor64& e) { return check->corrupts(e); });
+        node, "forward", ok, [&] { return unmixings(secrets); },
+        [&](const Tensor64& e) { return check->above_tolerance(e); });
     if (ok) break;
     if (attempt == 0) {
       counters_.recomputed += 1;
@@ -379,24 +386,26 @@ Tensor DarKnightEngine::forward_t(const nn::Node& node, Tensor& src, bool consum
   return dst;
 }
 
-std::vector<accel::FaultRecord> DarKnightEngine::take_faults() {
-  return ledger_ ? ledger_->take() : std::vector<accel::FaultRecord>{};
+void DarKnightEngine::account(const nn::Node& node, const char* op, bool passed, int operations,
+                              const decltype(CheckEvent::decode)& decode,
+                              const decltype(CheckEvent::above_tolerance)& above) {
+  counters_.checks += 1;
+  if (!passed) counters_.note_failure(node.name, op, to_string(integrity_));
+  if (observer_)
+    observer_->on_check(CheckEvent{node.name, op, passed, operations, decode, 0.0, above});
 }
 
 void DarKnightEngine::account(const nn::Node& node, const char* op, bool passed,
-                              const std::function<bool(const Tensor64&)>& above,
-                              const std::function<bool(const Tensor64&)>& corrupts,
-                              std::optional<std::vector<accel::FaultRecord>> taken) {
-  counters_.checks += 1;
-  const std::vector<accel::FaultRecord> faults = taken ? std::move(*taken) : take_faults();
-  for (const accel::FaultRecord& f : faults) {
-    counters_.injected += 1;
-    counters_.injected_above_tolerance += above(f.error);
-    if (corrupts) counters_.corrupting += corrupts(f.error);
-  }
-  if (!passed)
-    counters_.failed(IntegrityCounters::attribution(ledger_, be_, std::ssize(faults)), node.name,
-                     op, to_string(integrity_));
+                              const std::function<CoefficientList()>& d,
+                              const std::function<bool(const Tensor64&)>& above) {
+  if (!observer_) return account(node, op, passed, 1, {}, {});
+  const CoefficientList decode = d();
+  account(
+      node, op, passed, 1,
+      [&](int, const Tensor64& e, bool absolute) -> std::optional<Tensor64> {
+        return apply_decode(decode, e, absolute);
+      },
+      [&](const std::vector<const Tensor64*>& e) { return e[0] && above(*e[0]); });
 }
 
 void DarKnightEngine::recompute_or_stop(const nn::Node& node, int attempt, const char* op,
@@ -500,7 +509,9 @@ Tensor DarKnightEngine::forward_train_t(const nn::Node& node, Tensor& src, RunSt
     t3 += now() - a1;
     if (!check) break;
     const bool ok = check->passed();
-    account(node, "forward", ok, [&](const Tensor64& e) { return check->above_tolerance(e); });
+    account(
+        node, "forward", ok, [&] { return unmixings(kept.secrets); },
+        [&](const Tensor64& e) { return check->above_tolerance(e); });
     if (ok) break;
     recompute_or_stop(node, attempt, "forward");
   }
@@ -607,9 +618,16 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
       t.accelerator += down;
       if (!checked) break;
       const bool ok = dcheck ? dcheck->passed() : rdcheck->passed();
-      account(node, "backward-data", ok, [&](const Tensor64& e) {
-        return dcheck ? dcheck->above_tolerance(e) : rdcheck->above_tolerance(e);
-      });
+      account(
+          node, "backward-data", ok,
+          [&] {
+            CoefficientList d;
+            for (const auto& tm : kept.secrets) d.push_back(tm->delta_unmixing(folded));
+            return d;
+          },
+          [&](const Tensor64& e) {
+            return dcheck ? dcheck->above_tolerance(e) : rdcheck->above_tolerance(e);
+          });
       if (ok) break;
       recompute_or_stop(node, attempt, "backward-data");
     }
@@ -650,14 +668,11 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
       if (!checked) break;
       bool ok = false;
       if (redundant) {
-        // Faults of each computation apart: the check sees the difference of their errors.
-        std::vector<accel::FaultRecord> faults = take_faults();
         t0 = now();
         backward_weights(in, *dd2, *g2);
         be_.wait();
         stats.accelerator_calls += 1;
         t.accelerator += now() - t0;
-        std::vector<accel::FaultRecord> second = take_faults();
         GradPairCheck& pc = *kept.pair_check;
         pc.begin();
         for (int64_t o0 = 0; o0 < ws[0]; o0 += rows_per) {
@@ -668,18 +683,19 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
           t.decode += now() - c0;
         }
         ok = pc.passed();
-        bool above = false;
-        if (!faults.empty() || !second.empty()) {
-          Tensor64 e(ws);
-          for (const auto& f : faults)
-            for (int64_t i = 0; i < e.numel(); ++i) e[i] += f.error[i];
-          for (const auto& f : second)
-            for (int64_t i = 0; i < e.numel(); ++i) e[i] -= f.error[i];
-          above = pc.above_tolerance(e);
-        }
-        for (auto& f : second) faults.push_back(std::move(f));
-        account(node, "backward-weights", ok, [above](const Tensor64&) { return above; }, {},
-                std::move(faults));
+        // The gradient used is the first; the check sees the difference of their errors.
+        account(
+            node, "backward-weights", ok, 2,
+            [](int i, const Tensor64& e, bool) -> std::optional<Tensor64> {
+              if (i == 1) return std::nullopt;
+              return e.clone();
+            },
+            [&](const std::vector<const Tensor64*>& e) {
+              Tensor64 diff(ws);
+              for (int64_t i = 0; i < diff.numel(); ++i)
+                diff[i] = (e[0] ? (*e[0])[i] : 0.0) - (e[1] ? (*e[1])[i] : 0.0);
+              return pc.above_tolerance(diff);
+            });
       } else {
         TrainDigest& td = *train_digests_[static_cast<size_t>(node.weights)];
         for (int64_t o0 = 0; o0 < ws[0]; o0 += rows_per) {
@@ -690,8 +706,12 @@ Tensor DarKnightEngine::backward_t(const nn::Node& node, const Tensor& delta, bo
           t.decode += now() - c0;
         }
         ok = kept.grad_check->finish(td);
-        account(node, "backward-weights", ok,
-                [&](const Tensor64& e) { return kept.grad_check->above_tolerance(e); });
+        account(
+            node, "backward-weights", ok, 1,
+            [](int, const Tensor64& e, bool) -> std::optional<Tensor64> { return e.clone(); },
+            [&](const std::vector<const Tensor64*>& e) {
+              return e[0] && kept.grad_check->above_tolerance(*e[0]);
+            });
       }
       if (ok) break;
       recompute_or_stop(node, attempt, "backward-weights", redundant ? 2 : 1);

@@ -11,7 +11,6 @@
 
 #include "accel/arena.h"
 #include "accel/backend.h"
-#include "accel/faults.h"
 #include "trusted/codec.h"
 #include "trusted/integrity.h"
 #include "trusted/runtime.h"
@@ -38,9 +37,11 @@ class DarKnightEngine final : public TrainEngine {
   /// Checks every linear operation's results (trusted/integrity.h; in training with the
   /// folded gradient decode), drawing
   /// the check vectors from `rng` (a stream of its own). The codec options must have
-  /// redundancy 1 for `redundant`. `ledger`, when faults are injected into the backend, is
-  /// read to count them (measurement runs). Call before load().
-  void set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger = nullptr);
+  /// redundancy 1 for `redundant`. Call before load().
+  void set_integrity(IntegrityMode mode, Csprng* rng);
+  /// From now on, every check is reported to `observer` (null: none); measurement runs
+  /// (measure/fault_audit.h). Not owned.
+  void set_check_observer(CheckObserver* observer) { observer_ = observer; }
   /// Overlaps the trusted side's work with the accelerator's in inference without checks:
   /// a layer's virtual batches go in chunks, and chunk c + 1 is encoded and chunk c - 1
   /// decoded while the accelerator runs chunk c. Default: on for an asynchronous backend
@@ -97,16 +98,16 @@ class DarKnightEngine final : public TrainEngine {
   /// After a failed check: the layer computed in the trusted runtime with weights read back
   /// and verified against the load-time digest.
   void fallback(const nn::Node& node, const Tensor& src, Tensor& dst);
-  /// Counts a checked operation (`op`: forward, backward-data, backward-weights) and what
-  /// was injected into it (classified by `above` and
-  /// `corrupts`, see IntegrityCounters); logs detections.
-  /// `taken`: the operation's fault records when already taken from the ledger.
+  /// Counts a check of `operations` accelerator operations (`op`: forward, backward-data,
+  /// backward-weights), logs failures, and tells the observer (CheckEvent: `decode`,
+  /// `above`).
+  void account(const nn::Node& node, const char* op, bool passed, int operations,
+               const decltype(CheckEvent::decode)& decode,
+               const decltype(CheckEvent::above_tolerance)& above);
+  /// account() of one operation whose output is decoded with `d` (see apply_decode).
   void account(const nn::Node& node, const char* op, bool passed,
-               const std::function<bool(const Tensor64&)>& above,
-               const std::function<bool(const Tensor64&)>& corrupts = {},
-               std::optional<std::vector<accel::FaultRecord>> taken = std::nullopt);
-  /// The records of the faults injected since the last call (none without a ledger).
-  std::vector<accel::FaultRecord> take_faults();
+               const std::function<CoefficientList()>& d,
+               const std::function<bool(const Tensor64&)>& above);
   /// In training, after a failed check: counts a recomputation, or stops the run when
   /// `attempt` recomputations have all failed (8 per accelerator operation the check
   /// covers: `operations`).
@@ -148,7 +149,7 @@ class DarKnightEngine final : public TrainEngine {
 
   IntegrityMode integrity_ = IntegrityMode::none;
   Csprng* check_rng_ = nullptr;
-  accel::FaultInjector* ledger_ = nullptr;
+  CheckObserver* observer_ = nullptr;
   std::vector<std::unique_ptr<WeightDigest>> digests_;  // per weights index
   std::vector<std::unique_ptr<TrainDigest>> train_digests_;
   std::vector<int64_t> groups_;  // per weights index

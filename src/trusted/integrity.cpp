@@ -8,22 +8,35 @@
 
 namespace darknight::trusted {
 
-void IntegrityCounters::failed(std::optional<int64_t> injected, const std::string& layer,
-                               const std::string& op, const std::string& check) {
-  if (!injected)
-    unattributed += 1;
-  else if (*injected == 0)
-    false_alarms += 1;
-  else
-    detected += *injected;
-  const int64_t failures = detected + false_alarms + unattributed;
-  if (failures <= 3)
+void IntegrityCounters::note_failure(const std::string& layer, const std::string& op,
+                                     const std::string& check) {
+  failed += 1;
+  if (failed <= 3)
     fmt::print(stderr,
                "darknight: integrity: layer '{}': the accelerator's {} failed the {} check; "
                "not used, recomputing{}\n",
                layer, op, check,
-               failures == 3 ? " (further failures are counted in the report)" : "");
+               failed == 3 ? " (further failures are counted in the report)" : "");
 }
+
+Tensor64 apply_decode(const CoefficientList& d, const Tensor64& e, bool absolute) {
+  int64_t mixtures = 0, items = 0;
+  for (const auto& c : d) mixtures += c->cols(), items += c->rows();
+  DK_CHECK(e.shape()[0] == mixtures, "decode: {} rows for {} mixtures", e.shape()[0], mixtures);
+  const int64_t len = e.shape().item_numel();
+  Tensor64 out(e.shape().with_batch(items));
+  int64_t first = 0, item = 0;
+  for (const auto& c : d) {
+    for (int i = 0; i < c->rows(); ++i, ++item)
+      for (int j = 0; j < c->cols(); ++j) {
+        const double f = absolute ? std::abs((*c)(i, j)) : (*c)(i, j);
+        for (int64_t q = 0; q < len; ++q) out[item * len + q] += f * e[(first + j) * len + q];
+      }
+    first += c->cols();
+  }
+  return out;
+}
+
 namespace {
 
 constexpr double kLambda = 10;  // the rounding bounds' lambda (integrity.h)
@@ -340,25 +353,6 @@ bool ForwardCheck::above_tolerance(const Tensor64& e) const {
     if (null_sums_moved(c, e, first, item, p, d_.row_l1(),
                         redundant_factor(bound_, c, max_in_, first, mx.condition_number())))
       return true;
-    first += mx.mixtures();
-  }
-  return false;
-}
-
-bool ForwardCheck::corrupts(const Tensor64& e) const {
-  const int64_t p = g_.oh * g_.ow, item = g_.o * p;
-  int64_t first = 0;
-  for (size_t v = 0; v < secrets_.size(); ++v) {
-    const Mixing& mx = secrets_[v];
-    for (int i = 0; i < mx.k(); ++i) {
-      double f = 0;
-      for (int j = 0; j < mx.mixtures(); ++j) f += std::abs(mx.inv(i, j)) * max_in_[first + j];
-      for (int64_t q = 0; q < item; ++q) {
-        double d = 0;
-        for (int j = 0; j < mx.mixtures(); ++j) d += mx.inv(i, j) * e[(first + j) * item + q];
-        if (!(std::abs(d) <= bound_ * d_.row_l1()[q / p] * f)) return true;
-      }
-    }
     first += mx.mixtures();
   }
   return false;

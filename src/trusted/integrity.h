@@ -37,6 +37,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -67,36 +68,69 @@ std::string to_string(IntegrityMode m);
 /// "none" | "redundant" | "freivalds"; throws Error otherwise.
 IntegrityMode parse_integrity_mode(const std::string& s);
 
-/// What a run's report says about integrity.
+/// What a run's report says about integrity (docs/SECURITY.md "Integrity" defines each).
 struct IntegrityCounters {
-  int64_t checks = 0;    ///< linear operations checked
+  // Counted by the engines.
+  int64_t checks = 0;      ///< checks of the accelerator's linear operations
+  int64_t failed = 0;      ///< checks that failed
+  int64_t recomputed = 0;  ///< operations rerun on the accelerator after a failed check
+  int64_t fallbacks = 0;   ///< operations computed in the trusted runtime instead
+  // Counted outside the engines: by a measurement that injects faults in this process
+  // (measure/fault_audit.h), or by the app, which knows where the accelerator runs.
   int64_t injected = 0;  ///< faults injected (measurement runs only)
-  /// Injected faults whose effect on the checked quantity exceeds the check's tolerance.
+  /// Injected faults whose effect on the checked quantity exceeds the check's tolerance
+  /// (measured with the check's own secrets and tolerance).
   int64_t injected_above_tolerance = 0;
-  /// Injected faults that change a decoded output by more than its rounding bound, whether
-  /// the check can see them or not (the redundant check cannot see adversarial ones).
-  int64_t corrupting = 0;
-  int64_t detected = 0;      ///< injected faults in operations that failed a check
-  int64_t false_alarms = 0;  ///< failed checks of operations without one
+  /// Injected faults that change a decoded output by more than the fault-free computation's
+  /// rounding bound, judged against the clean output, not by the check.
+  int64_t changed_output = 0;
+  int64_t detected = 0;  ///< injected faults in operations that failed a check
+  int64_t missed = 0;    ///< faults that changed an output and passed the check
+  /// The largest missed fault's effect on a decoded output, in units of the fault-free
+  /// rounding bound (measure::FaultAudit::excess; infinite: an output that was exactly zero
+  /// changed, or a non-finite error).
+  double largest_missed_excess = 0;
+  int64_t false_alarms = 0;  ///< failed checks of operations without an injected fault
   /// Failed checks of a remote worker's operations: whether the worker injected a fault
   /// there only it can say (its own count goes in the report as `worker_reported`).
   int64_t unattributed = 0;
-  int64_t recomputed = 0;    ///< operations rerun on the accelerator after a failed check
-  int64_t fallbacks = 0;     ///< operations computed in the trusted runtime instead
 
-  /// Counts a failed `check` of `layer`'s `op` (its `injected` faults detected, a false
-  /// alarm when none was injected, unattributed when that is not known here) and logs the
-  /// first three failures on stderr.
-  void failed(std::optional<int64_t> injected, const std::string& layer, const std::string& op,
-              const std::string& check);
-  /// failed()'s `injected` for a check of `backend`'s operation: the `faults` injected in
-  /// this process (`ledger`), unknown for a remote worker's, else none.
-  static std::optional<int64_t> attribution(const void* ledger, const accel::Backend& backend,
-                                            int64_t faults) {
-    if (!ledger && backend.name() == "remote") return std::nullopt;
-    return faults;
-  }
+  /// Counts a failed `check` of `layer`'s `op` and logs the first three failures on stderr.
+  void note_failure(const std::string& layer, const std::string& op, const std::string& check);
 };
+
+/// One check of the accelerator's operations, as the engines report it to an observer
+/// (measure/fault_audit.h, for measuring the checks). Valid during on_check() only: its
+/// functions read the engine's secrets.
+struct CheckEvent {
+  const std::string& layer;
+  const char* op;  ///< "forward", "backward-data" or "backward-weights"
+  bool passed;
+  /// The accelerator's operations the check covered, the last ones before it, in order
+  /// (two for the redundant check's gradient pair, else one).
+  int operations = 1;
+  /// What an error `e` on operation i's output (its shape) does to the result the trusted
+  /// side keeps: D e, with |D| e where `absolute` (D the linear decode: the unmixing of a
+  /// virtual batch's outputs, identity for the folded gradient); nullopt where that output
+  /// is not used (the gradient pair's second).
+  std::function<std::optional<Tensor64>(int i, const Tensor64& e, bool absolute)> decode;
+  /// Exact arithmetic modulo this (Slalom): an error changes the result unless it is a
+  /// multiple of it. 0: floating point.
+  double modulus = 0;
+  /// The check's own view: whether errors on the operations' outputs (null: none) exceed
+  /// its tolerance.
+  std::function<bool(const std::vector<const Tensor64*>& errors)> above_tolerance;
+};
+
+class CheckObserver {
+ public:
+  virtual ~CheckObserver() = default;
+  virtual void on_check(const CheckEvent& e) = 0;
+};
+
+/// D e per virtual batch (|D| e where `absolute`): `d` one matrix per virtual batch (rows:
+/// its decoded items, columns: its mixtures), `e` [mixtures, ...] -> [items, ...].
+Tensor64 apply_decode(const CoefficientList& d, const Tensor64& e, bool absolute);
 
 /// The shape of a linear layer as the checks see it: a convolution; a dense layer is a
 /// 1x1 convolution of a [I, 1, 1] item.
@@ -186,9 +220,6 @@ class ForwardCheck {
   /// Whether an error `e` added to the outputs (all mixtures) would exceed the tolerance of
   /// the quantity this check tests (for the measurement's bookkeeping).
   bool above_tolerance(const Tensor64& e) const;
-  /// Whether `e` would change a decoded output by more than that output's rounding bound,
-  /// lambda sqrt(n) u ||W_o||_1 sum_j |inv_ij| max|xbar_j|.
-  bool corrupts(const Tensor64& e) const;
 
  private:
   IntegrityMode mode_;

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "protocol/error.h"
+
 namespace darknight::trusted {
 namespace {
 
@@ -29,6 +31,7 @@ Csprng::Csprng(uint64_t seed) {
   for (int i = 0; i < 8; ++i) in[i] = static_cast<unsigned char>(seed >> (8 * i));
   static const unsigned char kContext[] = "darknight.seeded-csprng.v1";
   crypto_generichash(key_, sizeof key_, in, sizeof in, kContext, sizeof kContext - 1);
+  seeded_ = true;
 }
 
 Csprng::~Csprng() {
@@ -45,6 +48,13 @@ void Csprng::keystream(uint64_t nonce, void* buf, size_t bytes) const {
   unsigned char n[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
   for (int i = 0; i < 8; ++i) n[i] = static_cast<unsigned char>(nonce >> (8 * i));
   crypto_stream_chacha20_ietf(static_cast<unsigned char*>(buf), bytes, n, key_);
+}
+
+void Csprng::seek(uint64_t position) {
+  DK_CHECK(seeded_,
+           "Csprng::seek: only a seeded generator can be moved (an OS-keyed one would "
+           "repeat its keystream)");
+  next_nonce_ = position;
 }
 
 void Csprng::fill(void* buf, size_t bytes) {

@@ -30,6 +30,12 @@ class Csprng {
   void gaussian(float* out, int64_t n, double mean, double std);
   void gaussian(double* out, int64_t n, double mean, double std);
 
+  /// The position in the stream (the next nonce), for checkpoints of seeded runs: a seeded
+  /// generator moved back to a saved position with seek() draws again what it drew after
+  /// it. seek() throws Error on a generator keyed from the OS: it would repeat keystream.
+  uint64_t position() const { return next_nonce_; }
+  void seek(uint64_t position);
+
  private:
   template <typename T>
   void gaussian_impl(T* out, int64_t n, double mean, double std);
@@ -39,6 +45,7 @@ class Csprng {
 
   unsigned char key_[32];
   uint64_t next_nonce_ = 0;
+  bool seeded_ = false;
 };
 
 namespace detail {

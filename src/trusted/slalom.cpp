@@ -365,11 +365,11 @@ SlalomEngine::~SlalomEngine() {
   }
 }
 
-void SlalomEngine::set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger) {
+void SlalomEngine::set_integrity(IntegrityMode mode, Csprng* rng) {
   DK_CHECK(mode != IntegrityMode::redundant,
            "slalom has no redundant check: use --integrity freivalds (Slalom's own)");
   DK_CHECK(mode == IntegrityMode::none || rng, "integrity checks need a generator");
-  integrity_ = mode, check_rng_ = rng, ledger_ = ledger;
+  integrity_ = mode, check_rng_ = rng;
 }
 
 void SlalomEngine::load(nn::Graph& g) {
@@ -489,22 +489,21 @@ void SlalomEngine::precompute(int64_t inputs) {
 
 void SlalomEngine::account(const Layer& l, bool passed) {
   counters_.checks += 1;
-  const std::vector<accel::FaultRecord> faults =
-      ledger_ ? ledger_->take() : std::vector<accel::FaultRecord>{};
-  for (const accel::FaultRecord& f : faults) {
-    // A fault matters when it changes the result modulo p (what decoding keeps).
-    bool changes = false;
-    for (int64_t i = 0; i < f.error.numel() && !changes; ++i) {
-      const double e = f.error[i];
-      changes = !std::isfinite(e) || e != std::trunc(e) || std::fmod(e, double(kPrime)) != 0;
-    }
-    counters_.injected += 1;
-    counters_.injected_above_tolerance += changes;
-    counters_.corrupting += changes;
-  }
-  if (!passed)
-    counters_.failed(IntegrityCounters::attribution(ledger_, be_, std::ssize(faults)), l.name,
-                     "forward", "Slalom Freivalds");
+  if (!passed) counters_.note_failure(l.name, "forward", "Slalom Freivalds");
+  if (!observer_) return;
+  // Exact arithmetic modulo p: the check's tolerance is zero; what decoding keeps changes
+  // with any error that is not a multiple of p.
+  auto changes = [](const Tensor64& e) {
+    for (int64_t i = 0; i < e.numel(); ++i)
+      if (!std::isfinite(e[i]) || e[i] != std::trunc(e[i]) || std::fmod(e[i], double(kPrime)) != 0)
+        return true;
+    return false;
+  };
+  observer_->on_check(CheckEvent{
+      l.name, "forward", passed, 1,
+      [](int, const Tensor64& e, bool) -> std::optional<Tensor64> { return e.clone(); },
+      double(kPrime),
+      [&](const std::vector<const Tensor64*>& e) { return e[0] && changes(*e[0]); }});
 }
 
 SlalomEngine::Decoded SlalomEngine::run_item(const nn::Node& node, const float* x, int64_t input,

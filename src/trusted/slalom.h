@@ -29,7 +29,6 @@
 
 #include "accel/arena.h"
 #include "accel/backend.h"
-#include "accel/faults.h"
 #include "protocol/blinded.h"
 #include "protocol/error.h"
 #include "protocol/memory_meter.h"
@@ -159,9 +158,11 @@ class SlalomEngine final : public LinearEngine {
   SlalomEngine(accel::Backend& backend, Csprng& rng);
   ~SlalomEngine() override;
 
-  /// none or freivalds (drawing s from `rng`); `ledger` counts injected faults
-  /// (measurement runs). Call before load().
-  void set_integrity(IntegrityMode mode, Csprng* rng, accel::FaultInjector* ledger = nullptr);
+  /// none or freivalds (drawing s from `rng`). Call before load().
+  void set_integrity(IntegrityMode mode, Csprng* rng);
+  /// From now on, every check is reported to `observer` (null: none); measurement runs
+  /// (measure/fault_audit.h). Not owned.
+  void set_check_observer(CheckObserver* observer) { observer_ = observer; }
   const IntegrityCounters& integrity() const { return counters_; }
   void reset_integrity() { counters_ = {}; }
 
@@ -216,7 +217,7 @@ class SlalomEngine final : public LinearEngine {
 
   IntegrityMode integrity_ = IntegrityMode::none;
   Csprng* check_rng_ = nullptr;
-  accel::FaultInjector* ledger_ = nullptr;
+  CheckObserver* observer_ = nullptr;
   IntegrityCounters counters_;
 };
 

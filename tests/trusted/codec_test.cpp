@@ -31,6 +31,28 @@ TEST(Csprng, OsKeyedGeneratorsDiffer) {
   EXPECT_NE(a.next_u64(), b.next_u64());
 }
 
+// Checkpoints of seeded runs: a generator moved to a saved position draws what the
+// original drew after it; an OS-keyed one cannot be moved (it would repeat keystream).
+TEST(Csprng, SeekRepeatsASeededStreamOnly) {
+  Csprng a(7);
+  a.next_u64();
+  std::vector<float> g(40000);
+  a.gaussian(g.data(), static_cast<int64_t>(g.size()), 0, 1);  // several nonces
+  const uint64_t at = a.position();
+  EXPECT_EQ(at, 1u + 3u);
+  const uint64_t next = a.next_u64();
+  a.gaussian(g.data(), static_cast<int64_t>(g.size()), 0, 1);
+  Csprng b(7);
+  b.seek(at);
+  EXPECT_EQ(b.next_u64(), next);
+  std::vector<float> h(g.size());
+  b.gaussian(h.data(), static_cast<int64_t>(h.size()), 0, 1);
+  EXPECT_EQ(g, h);
+  EXPECT_EQ(b.position(), a.position());
+  Csprng os;
+  EXPECT_THROW(os.seek(0), Error);
+}
+
 TEST(Csprng, GaussianMomentsAndThreadIndependence) {
   const int64_t n = 1 << 20;
   std::vector<float> x(n);

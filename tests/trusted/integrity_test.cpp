@@ -9,6 +9,7 @@
 #include "accel/faults.h"
 #include "baselines/engines.h"
 #include "baselines/plain_io.h"
+#include "measure/fault_audit.h"
 #include "nn/zoo.h"
 #include "support/random.h"
 #include "support/shapes.h"
@@ -37,6 +38,16 @@ nn::Graph odd_conv() {
   return g;
 }
 
+/// The engine's counters with the faults judged by a FaultAudit (as the apps do).
+IntegrityCounters measured(const IntegrityCounters& engine, const measure::FaultAudit* audit) {
+  IntegrityCounters c = engine;
+  if (audit)
+    audit->fill(c);
+  else
+    c.false_alarms = c.failed;
+  return c;
+}
+
 struct Result {
   Tensor out;
   IntegrityCounters counters;
@@ -53,13 +64,16 @@ Result run(nn::Graph g, const Tensor& x, IntegrityMode mode, DType precision = D
   Csprng rng(11), check_rng(12);
   std::unique_ptr<accel::FaultInjector> inj;
   if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1 + co.redundancy);
+  std::unique_ptr<measure::FaultAudit> audit;
+  if (inj && mode != IntegrityMode::none) audit = std::make_unique<measure::FaultAudit>(*inj);
   DarKnightEngine engine(*be, co, rng);
-  engine.set_integrity(mode, &check_rng, inj.get());
+  engine.set_integrity(mode, &check_rng);
+  engine.set_check_observer(audit.get());
   be->set_fault_injector(inj.get());
   Runtime rt(std::move(g), engine, {});
   Result r;
   r.out = rt.infer(x);
-  r.counters = engine.integrity();
+  r.counters = measured(engine.integrity(), audit.get());
   r.injected = inj ? inj->injected() : 0;
   return r;
 }
@@ -135,7 +149,7 @@ TEST(Integrity, FreivaldsCatchesEveryKindOfFault) {
     for (FaultKind kind : {FaultKind::bitflip, FaultKind::scale, FaultKind::wrong_weights,
                            FaultKind::drop, FaultKind::adversarial}) {
       SCOPED_TRACE(name + " " + accel::to_string(kind));
-      int64_t injected = 0, detected = 0;
+      int64_t injected = 0, detected = 0, changed = 0;
       for (uint64_t seed = 1; seed <= 6; ++seed) {
         const Result r =
             run(make(), x, IntegrityMode::freivalds, DType::f32, accel::FaultSpec{kind, 0.7, seed});
@@ -146,13 +160,19 @@ TEST(Integrity, FreivaldsCatchesEveryKindOfFault) {
         EXPECT_EQ(c.recomputed + c.fallbacks, c.detected);
         if (kind != FaultKind::bitflip) {
           EXPECT_EQ(c.detected, c.injected);
+          EXPECT_EQ(c.missed, 0);
+        } else {
+          // A flipped low mantissa bit can move an output a little beyond the fault-free
+          // rounding bound (the oracle's) yet stay within the check's float tolerance.
+          EXPECT_LT(r.counters.largest_missed_excess, 10);
         }
         // Results computed in the trusted runtime are exact; the clean run has the f32
         // decode error (docs/accuracy.md).
         EXPECT_LT(max_rel_diff(r.out, clean.out), 1e-3);
-        injected += c.injected, detected += c.detected;
+        injected += c.injected, detected += c.detected, changed += c.changed_output;
       }
       EXPECT_GT(injected, 5);
+      EXPECT_GT(changed, 5);
       if (kind != FaultKind::bitflip) {
         EXPECT_EQ(detected, injected);
       }
@@ -170,13 +190,17 @@ TEST(Integrity, RedundantMixtureHasBlindSpots) {
     EXPECT_GT(r.counters.injected, 3);
     EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
     EXPECT_GE(r.counters.detected, r.counters.injected - 1) << accel::to_string(kind);
+    EXPECT_EQ(r.counters.missed, 0) << accel::to_string(kind);
   }
   for (FaultKind kind : {FaultKind::adversarial, FaultKind::wrong_weights}) {
     const Result r = run(model("fmnist-cnn", 28), x, IntegrityMode::redundant, DType::f32,
                          accel::FaultSpec{kind, 0.9, 3});
     EXPECT_GT(r.counters.injected, 3);
     EXPECT_EQ(r.counters.detected, 0) << accel::to_string(kind);
-    EXPECT_EQ(r.counters.corrupting, r.counters.injected);  // yet they change the outputs
+    // Yet they change the outputs (judged against the clean ones), by far more than rounding.
+    EXPECT_EQ(r.counters.changed_output, r.counters.injected);
+    EXPECT_EQ(r.counters.missed, r.counters.changed_output);
+    EXPECT_GT(r.counters.largest_missed_excess, 1e3);
   }
 }
 
@@ -189,6 +213,51 @@ TEST(Integrity, UncheckedFaultsReachTheOutput) {
                          accel::FaultSpec{FaultKind::adversarial, 1.0, 1});
   EXPECT_GT(bad.injected, 0);
   EXPECT_GT(max_rel_diff(bad.out, clean.out), 1e-2);
+}
+
+// The oracle that judges faults (FaultRecord, used by measure::FaultAudit): the clean output
+// it records is within its rounding bound of the exact (f64) result, for each kind of linear
+// operation, and the bound is far below the outputs' size (a changed exponent exceeds it).
+TEST(Integrity, FaultRecordsBoundTheCleanRoundingError) {
+  const accel::ConvDesc d = darknight::testing::odd_conv_desc();
+  const Tensor x = random_tensor(Shape{5, 4, 11, 9}, 50), w = random_tensor(d.weight_shape(), 51);
+  const Tensor dy = random_tensor(d.dst_shape(x.shape()), 52);
+  auto exact_be = accel::make_backend("ref");
+  baselines::PlainIo exact(*exact_be, DType::f64);
+  auto we = exact_be->create_weights(w);
+  auto xe = exact.put(x), dye = exact.put(dy);
+  auto ye = exact.make(dy.shape()), dxe = exact.make(x.shape()), dwe = exact.make(w.shape());
+  exact_be->conv2d_forward(d, *xe, *we, *ye);
+  exact_be->conv2d_backward_data(d, *dye, *we, *dxe);
+  exact_be->conv2d_backward_weights(d, *xe, *dye, *dwe);
+  auto be = accel::make_backend("cpu");
+  baselines::PlainIo io(*be, DType::f32);
+  accel::FaultInjector inj(accel::FaultSpec{FaultKind::scale, 1.0, 3}, 4);
+  be->set_fault_injector(&inj);
+  auto wb = be->create_weights(w);
+  auto xb = io.put(x), dyb = io.put(dy);
+  auto y = io.make(dy.shape()), dx = io.make(x.shape()), dw = io.make(w.shape());
+  be->conv2d_forward(d, *xb, *wb, *y);
+  be->conv2d_backward_data(d, *dyb, *wb, *dx);
+  be->conv2d_backward_weights(d, *xb, *dyb, *dw);
+  const std::vector<accel::FaultRecord> records = inj.take();
+  ASSERT_EQ(records.size(), 3u);
+  const Tensor refs[] = {exact.get(*ye), exact.get(*dxe), exact.get(*dwe)};
+  for (int op = 0; op < 3; ++op) {
+    SCOPED_TRACE(op);
+    const accel::FaultRecord& r = records[static_cast<size_t>(op)];
+    EXPECT_EQ(r.seq, op);
+    const Tensor& ref = refs[op];
+    ASSERT_EQ(r.clean.numel(), ref.numel());
+    double largest = 0, largest_bound = 0;
+    for (int64_t e = 0; e < ref.numel(); ++e) {
+      EXPECT_LE(std::abs(r.clean[e] - ref[e]), r.bound[e]) << e;
+      largest = std::max(largest, double(std::abs(ref[e])));
+      largest_bound = std::max(largest_bound, r.bound[e]);
+    }
+    EXPECT_GT(largest_bound, 0);
+    EXPECT_LT(largest_bound, 1e-4 * largest);
+  }
 }
 
 TEST(Integrity, TrustedFallbackComputesTheLayer) {
@@ -241,8 +310,11 @@ TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = s
   Csprng rng(21), check_rng(22);
   std::unique_ptr<accel::FaultInjector> inj;
   if (faults) inj = std::make_unique<accel::FaultInjector>(*faults, co.k + 1 + co.redundancy);
+  std::unique_ptr<measure::FaultAudit> audit;
+  if (inj && mode != IntegrityMode::none) audit = std::make_unique<measure::FaultAudit>(*inj);
   DarKnightEngine engine(*be, co, rng, 0, GradDecode::folded);
-  engine.set_integrity(mode, &check_rng, inj.get());
+  engine.set_integrity(mode, &check_rng);
+  engine.set_check_observer(audit.get());
   be->set_fault_injector(inj.get());
   Trainer t(model("fmnist-cnn", 28), engine, {});
   const SgdParams p{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3};
@@ -254,7 +326,7 @@ TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = s
   }
   TrainResult r;
   for (int i = 0; i < 4; ++i) r.weights.push_back(engine.read_weights(i));
-  r.counters = engine.integrity();
+  r.counters = measured(engine.integrity(), audit.get());
   return r;
 }
 
@@ -274,6 +346,8 @@ TEST(Integrity, FreivaldsInTraining) {
     SCOPED_TRACE(accel::to_string(kind));
     const TrainResult r = train(IntegrityMode::freivalds, accel::FaultSpec{kind, 0.3, 5});
     EXPECT_GT(r.counters.injected, 3);
+    EXPECT_GT(r.counters.changed_output, 3);
+    EXPECT_EQ(r.counters.missed, 0);
     EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
     EXPECT_EQ(r.counters.false_alarms, 0);
     // Faults below the tolerance (the weight gradient's is the loosest) may nudge the
@@ -299,6 +373,10 @@ TEST(Integrity, FaultedF64TrainingEndsWithTheCleanWeights) {
     SCOPED_TRACE(accel::to_string(kind));
     const TrainResult r = train(IntegrityMode::freivalds, accel::FaultSpec{kind, 0.3, 5}, DType::f64);
     EXPECT_GT(r.counters.injected, 3);
+    EXPECT_GT(r.counters.changed_output, 3);
+    // Bit flips beyond the f64 rounding bound but within the check's slack for its own f64
+    // sums get through: below f32 resolution, they leave the weights as they were (below).
+    if (kind != FaultKind::bitflip) EXPECT_EQ(r.counters.missed, 0);
     EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
     EXPECT_EQ(r.counters.false_alarms, 0);
     for (size_t i = 0; i < clean.weights.size(); ++i)
@@ -326,6 +404,7 @@ TEST(Integrity, RedundantInTraining) {
     EXPECT_GT(r.counters.detected, 0);
     EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
     EXPECT_EQ(r.counters.false_alarms, 0);
+    EXPECT_EQ(r.counters.missed, 0);
     EXPECT_FALSE(differ(r, clean));
   }
   for (FaultKind kind : {FaultKind::wrong_weights, FaultKind::adversarial}) {
@@ -334,6 +413,8 @@ TEST(Integrity, RedundantInTraining) {
     EXPECT_GT(r.counters.injected, 3);
     EXPECT_EQ(r.counters.detected, 0);
     EXPECT_EQ(r.counters.injected_above_tolerance, 0);
+    EXPECT_GT(r.counters.changed_output, 3);
+    EXPECT_EQ(r.counters.missed, r.counters.changed_output);
     EXPECT_TRUE(differ(r, clean));
   }
 }

@@ -11,6 +11,7 @@
 #include "accel/backend.h"
 #include "accel/faults.h"
 #include "baselines/engines.h"
+#include "measure/fault_audit.h"
 #include "nn/zoo.h"
 #include "support/random.h"
 #include "support/shapes.h"
@@ -90,12 +91,17 @@ struct Fixture {
   nn::Graph g = layers();
   std::vector<Tensor> w;  // the float weights, kept for the reference
   std::unique_ptr<SlalomEngine> engine;
+  std::unique_ptr<measure::FaultAudit> audit;
 
   explicit Fixture(IntegrityMode mode = IntegrityMode::none,
                    accel::FaultInjector* ledger = nullptr) {
     for (const Tensor& t : g.weights()) w.push_back(t.clone());
     engine = std::make_unique<SlalomEngine>(*be, rng);
-    engine->set_integrity(mode, &check_rng, ledger);
+    engine->set_integrity(mode, &check_rng);
+    if (ledger) {
+      audit = std::make_unique<measure::FaultAudit>(*ledger);
+      engine->set_check_observer(audit.get());
+    }
     engine->load(g);
   }
   /// Checks that every layer's decoded result for input `input` equals the integer layer.
@@ -272,8 +278,11 @@ TEST(Slalom, FreivaldsCatchesACorruptedAcceleratorAndResultsStayExact) {
     s.engine->begin_pass(s.g, 4);
     RunStats stats;
     for (int64_t input = 0; input < 4; ++input) s.expect_exact(input, stats);
-    const IntegrityCounters& c = s.engine->integrity();
+    IntegrityCounters c = s.engine->integrity();
+    s.audit->fill(c);
     EXPECT_GT(c.injected, 0) << spec;
+    EXPECT_GT(c.changed_output, 0) << spec;
+    EXPECT_EQ(c.missed, 0) << spec;
     EXPECT_GT(c.detected, 0) << spec;
     EXPECT_EQ(c.detected, c.injected_above_tolerance) << spec;
     EXPECT_EQ(c.false_alarms, 0) << spec;
@@ -289,7 +298,7 @@ TEST(Slalom, FreivaldsCatchesACorruptedAcceleratorAndResultsStayExact) {
   clean.engine->begin_pass(clean.g, 2);
   RunStats stats;
   for (int64_t input = 0; input < 2; ++input) clean.expect_exact(input, stats);
-  EXPECT_EQ(clean.engine->integrity().false_alarms + clean.engine->integrity().detected, 0);
+  EXPECT_EQ(clean.engine->integrity().failed, 0);
 }
 
 TEST(Slalom, AFanInAboveTheBitBudgetIsRefused) {
