@@ -376,7 +376,9 @@ TEST(Integrity, FaultedF64TrainingEndsWithTheCleanWeights) {
     EXPECT_GT(r.counters.changed_output, 3);
     // Bit flips beyond the f64 rounding bound but within the check's slack for its own f64
     // sums get through: below f32 resolution, they leave the weights as they were (below).
-    if (kind != FaultKind::bitflip) EXPECT_EQ(r.counters.missed, 0);
+    if (kind != FaultKind::bitflip) {
+      EXPECT_EQ(r.counters.missed, 0);
+    }
     EXPECT_EQ(r.counters.detected, r.counters.injected_above_tolerance);
     EXPECT_EQ(r.counters.false_alarms, 0);
     for (size_t i = 0; i < clean.weights.size(); ++i)
