@@ -65,8 +65,18 @@ dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Essential} ${Priority}\n' |
   awk '$1 == "ii" && ($3 == "yes" || $4 == "required") { print $2 }' >"$tmp/base"
 : >"$tmp/empty-status"
 mapfile -t wanted < <(cat "$tmp/base" "$tmp/listed")
-if ! apt-get -s -q -o Dir::State::status="$tmp/empty-status" -o APT::Install-Recommends=false \
-     -o APT::Install-Suggests=false install "${wanted[@]}" >"$tmp/sim" 2>&1; then
+simulate() {
+  apt-get -s -q -o Dir::State::status="$tmp/empty-status" -o APT::Install-Recommends=false \
+    -o APT::Install-Suggests=false install "${wanted[@]}" >"$tmp/sim" 2>&1
+}
+# A machine whose packages came preinstalled may have no package lists (CI images often
+# drop them): fetch them once, as install-deps.sh would.
+if ! simulate && [ -z "$(find /var/lib/apt/lists -name '*_Packages*' -print -quit 2>/dev/null)" ]; then
+  sudo_cmd=(); [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo)
+  echo "check-deps: no apt package lists; running apt-get update" >&2
+  "${sudo_cmd[@]}" apt-get update -q >&2 || true
+fi
+if ! simulate; then
   cat "$tmp/sim" >&2
   echo "check-deps: apt-get could not resolve the package list (run apt-get update?)" >&2
   exit 2
