@@ -21,9 +21,9 @@ if len(sys.argv) > 2 and sys.argv[2] == "spread":
               f"| {'yes' if clean[0] <= a <= clean[-1] else 'no'} |")
     sys.exit(0)
 if len(sys.argv) > 2 and sys.argv[2] == "train":
-    print("| precision | check | fault | injected | above tolerance | detected | undetected "
-          "| false alarms | final test accuracy | model = clean run's |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
+    print("| precision | check | fault | injected | changed output | missed | above tolerance "
+          "| detected | false alarms | final test accuracy | model = clean run's |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
     for prec in ["f32", "f64"]:
         for mode in ["none", "freivalds", "redundant"]:
             ref = out / f"train-{prec}-{mode}-clean.dkmodel"
