@@ -34,8 +34,10 @@ void FaultAudit::on_check(const trusted::CheckEvent& e) {
   std::vector<accel::FaultRecord> records;
   for (accel::FaultRecord& r : faults_.take()) {
     ++injected_;
-    if (r.seq >= first) records.push_back(std::move(r));
-    else ++unchecked_;
+    if (r.seq >= first)
+      records.push_back(std::move(r));
+    else
+      ++unchecked_;
   }
   std::vector<const Tensor64*> errors(static_cast<size_t>(e.operations), nullptr);
   for (const accel::FaultRecord& r : records) errors[static_cast<size_t>(r.seq - first)] = &r.error;

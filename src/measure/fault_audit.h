@@ -19,8 +19,8 @@ class FaultAudit final : public trusted::CheckObserver {
   void on_check(const trusted::CheckEvent& e) override;
 
   /// Fills the measured fields (injected, injected_above_tolerance, changed_output,
-  /// detected, missed, largest_missed_excess, false_alarms) of the engine's counters. Throws Error when faults hit
-  /// operations that no check covered (the figures would not mean what they say).
+  /// detected, missed, largest_missed_excess, false_alarms) of the engine's counters. Throws Error
+  /// when faults hit operations that no check covered (the figures would not mean what they say).
   void fill(trusted::IntegrityCounters& c) const;
 
   /// How far an error `e` on an output moves the decoded result, in units of the
@@ -34,7 +34,8 @@ class FaultAudit final : public trusted::CheckObserver {
  private:
   accel::FaultInjector& faults_;
   double largest_missed_ = 0;
-  int64_t unchecked_ = 0, injected_ = 0, above_ = 0, changed_ = 0, detected_ = 0, missed_ = 0, false_alarms_ = 0;
+  int64_t unchecked_ = 0, injected_ = 0, above_ = 0, changed_ = 0, detected_ = 0, missed_ = 0,
+          false_alarms_ = 0;
 };
 
 }  // namespace darknight::measure
