@@ -57,7 +57,7 @@ run() {
     why="hung (killed after 60 s)"
   elif [ $rc -ge 124 ]; then
     why="crashed (exit $rc)"
-  elif ! grep -q "$kind on $type #$nth" "$tmp/$name.worker"; then
+  elif ! grep -q "FIRED $kind on $type #$nth " "$tmp/$name.worker"; then
     why="the worker never misbehaved (no $type #$nth)"
   elif ! grep -Eq "darknight: error: .*($expect)" "$out"; then
     why="no error matching '$expect'"

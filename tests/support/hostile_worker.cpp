@@ -236,8 +236,8 @@ int main(int argc, char** argv) {
       ++all[name];
       const bool fire = (on == "any" || on == name) && ++seen[on == "any" ? "any" : name] == nth;
       if (fire)
-        std::fprintf(stderr, "hostile worker: %s on %s #%lld\n", kind.c_str(), name.c_str(),
-                     static_cast<long long>(nth));
+        std::fprintf(stderr, "hostile worker: FIRED %s on %s #%lld (%s)\n", kind.c_str(),
+                     on.c_str(), static_cast<long long>(nth), name.c_str());
       if (fire && kind == "exit") {
         std::fflush(stderr);
         _exit(3);
