@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "accel/backend.h"
+#include "fuzz/wire_input.h"
 #include "support/fuzz_regressions.h"
 
 namespace darknight::accel::remote {
@@ -96,36 +97,12 @@ TEST(Wire, ConvGeometryOverflowIsRefused) {
   EXPECT_EQ(d.dst_shape(Shape{2, 1, 8, 8}), (Shape{2, 1, 8, 8}));
 }
 
-/// Reads a request's arguments as the worker does (server.cpp; fuzz/fuzz_wire.cpp), up to
-/// and including the shape it carries; throws Error on anything malformed.
-void read_request(const Message& m) {
-  Args a(m);
-  switch (m.type) {
-    case Type::alloc:
-      a.integer("id"), a.dtype("dtype"), (void)a.shape("shape");
-      break;
-    case Type::view:
-      a.integer("id"), a.integer("base"), a.integer("offset"), (void)a.shape("shape");
-      break;
-    case Type::dense_forward:
-    case Type::dense_backward_data:
-    case Type::dense_backward_weights: {
-      a.integer("layer", -1, int64_t{1} << 32);
-      const DenseDesc d = a.dense();
-      (void)d.dst_shape(a.shape("src"));
-      break;
-    }
-    default:
-      break;
-  }
-}
-
 TEST(Wire, ShapesWithAZeroDimensionCannotHideOverflowingOthers) {
   // [0, 2^62, 2^34] has no elements, but its item size (2^96) overflows int64.
   EXPECT_THROW((Shape{0, int64_t{1} << 62, int64_t{1} << 34}), Error);
   EXPECT_EQ((Shape{0, 3, 4}.item_numel()), 12);
   Message m(Type::dense_forward, 1, {0, 12, 2, 3, 0, int64_t{1} << 62, int64_t{1} << 34});
-  EXPECT_THROW(read_request(m), Error);
+  EXPECT_THROW(darknight::fuzz::read_args(m), Error);
 }
 
 TEST(Wire, FuzzRegressionsAreCleanErrors) {
@@ -134,15 +111,12 @@ TEST(Wire, FuzzRegressionsAreCleanErrors) {
   for (const auto& [name, in] : inputs) {
     // Layout: fuzz/fuzz_wire.cpp (frame count, first frame's length, frames).
     ASSERT_GE(in.size(), 3u) << name;
-    const auto* p = reinterpret_cast<const unsigned char*>(in.data());
-    const size_t first = std::min<size_t>(in.size() - 3, size_t{p[1]} | size_t{p[2]} << 8);
-    std::vector<zmq::message_t> frames;
-    if (p[0] % 4 >= 1) frames.emplace_back(p + 3, first);
-    if (p[0] % 4 >= 2) frames.emplace_back(p + 3 + first, in.size() - 3 - first);
-    if (p[0] % 4 >= 3) frames.emplace_back();
+    size_t first = 0;
+    std::vector<zmq::message_t> frames = darknight::fuzz::wire_frames(
+        reinterpret_cast<const uint8_t*>(in.data()), in.size(), first);
     bool refused = false;
     try {
-      read_request(Message::parse(frames));
+      darknight::fuzz::read_args(Message::parse(frames));
     } catch (const Error& e) {
       refused = std::string(e.what()).find("shape") != std::string::npos ||
                 std::string(e.what()).find("malformed") != std::string::npos;
