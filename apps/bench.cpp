@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -45,8 +45,8 @@ std::string suite_path(const std::string& suite) {
     for (const auto& e : fs::directory_iterator(DK_PROBLEMS_DIR))
       if (e.path().extension() == ".txt") names.push_back(e.path().stem().string());
   std::sort(names.begin(), names.end());
-  throw Error(fmt::format("bench: no suite '{}' (a file, or one of: {})", suite,
-                          fmt::join(names, ", ")));
+  throw Error(
+      fmt::format("bench: no suite '{}' (a file, or one of: {})", suite, fmt::join(names, ", ")));
 }
 
 /// Lines `FIGURE LABEL [repeat=N] infer|train ARGS...`; `set NAME WORDS...` defines
@@ -158,8 +158,9 @@ std::string tail(const std::string& path, size_t lines) {
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   auto* c = app.add_subcommand(
-      "bench", "Run a suite of infer/train problems (the paper's experiments), repeated, and write "
-               "results.json, results.csv, tables.md and plots to --out");
+      "bench",
+      "Run a suite of infer/train problems (the paper's experiments), repeated, and write "
+      "results.json, results.csv, tables.md and plots to --out");
   c->add_option("--suite", o.suite,
                 "quick (a few minutes), paper (under an hour) or a problem file "
                 "(bench/problems/*.txt shows the format)")
@@ -173,28 +174,104 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   return c;
 }
 
-int run_bench(const BenchOptions& o) {
-  const std::string path = suite_path(o.suite);
+namespace {
+
+/// The suite's problems, only those of --only's figures when given.
+std::vector<Problem> select_problems(const BenchOptions& o, const std::string& path) {
   std::vector<Problem> problems = parse_suite(path, o.out);
   if (!o.only.empty()) {
     const std::string only = "," + o.only + ",";
-    std::erase_if(problems,
-                  [&](const Problem& p) { return only.find("," + p.figure + ",") == std::string::npos; });
+    std::erase_if(problems, [&](const Problem& p) {
+      return only.find("," + p.figure + ",") == std::string::npos;
+    });
   }
   DK_CHECK(!problems.empty(), "bench: no problem of figure '{}' in {}", o.only, path);
-  fs::create_directories(fs::path(o.out) / "runs");
+  return problems;
+}
 
+/// The machine and the run, for results.json.
+json environment(const BenchOptions& o, const std::string& path) {
   const std::time_t t = std::time(nullptr);
   char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
   const char* omp = std::getenv("OMP_NUM_THREADS");
-  json env = {{"date", date},
-              {"darknight", DARKNIGHT_VERSION},
-              {"suite", path},
-              {"cpu", read_line("/proc/cpuinfo", "model name")},
-              {"cores", std::thread::hardware_concurrency()},
-              {"OMP_NUM_THREADS", omp ? omp : "unset (all cores)"},
-              {"repeat", o.repeat}};
+  return {{"date", date},
+          {"darknight", DARKNIGHT_VERSION},
+          {"suite", path},
+          {"cpu", read_line("/proc/cpuinfo", "model name")},
+          {"cores", std::thread::hardware_concurrency()},
+          {"OMP_NUM_THREADS", omp ? omp : "unset (all cores)"},
+          {"repeat", o.repeat}};
+}
+
+/// A problem's files: runs/STEM.R.json and .log.
+std::string file_stem(const Problem& p) {
+  std::string stem = fmt::format("{}-{}", p.figure, p.label);
+  for (char& c : stem)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr("._=+-()", c)) c = '_';
+  return stem;
+}
+
+/// Each metric's median, min and max over the runs (also as rows of results.csv).
+json summarize(const Problem& p, std::map<std::string, std::vector<double>>& values,
+               std::ofstream& csv) {
+  json summary = json::object();
+  for (auto& [k, v] : values) {
+    std::sort(v.begin(), v.end());
+    const double median =
+        v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    summary[k] = {{"median", median}, {"min", v.front()}, {"max", v.back()}};
+    csv << fmt::format("{},{},{},{:.6g},{:.6g},{:.6g},{}\n", p.figure, p.label, k, median,
+                       v.front(), v.back(), v.size());
+  }
+  return summary;
+}
+
+/// Runs problem `i` of `count` its number of times; its entry of results.json. Adds its
+/// failed runs to `failed`.
+json run_problem(const BenchOptions& o, const Problem& p, size_t i, size_t count,
+                 std::ofstream& csv, int& failed) {
+  const int runs = p.repeat > 0 ? p.repeat : o.repeat;
+  const std::string stem = file_stem(p);
+  json entry = {{"figure", p.figure},
+                {"label", p.label},
+                {"command", "darknight " + fmt::format("{}", fmt::join(p.args, " "))},
+                {"runs", json::array()}};
+  std::map<std::string, std::vector<double>> values;
+  for (int r = 0; r < runs; ++r) {
+    const fs::path dir = fs::path(o.out) / "runs";
+    const std::string report = (dir / fmt::format("{}.{}.json", stem, r)).string();
+    const std::string log = (dir / fmt::format("{}.{}.log", stem, r)).string();
+    std::vector<std::string> args = p.args;
+    args.insert(args.end(), {"--report", report});
+    const double t0 = now();
+    const int rc = run_self(args, log);
+    const double secs = now() - t0;
+    std::printf("[%zu/%zu] %s %s run %d/%d: %.1f s%s\n", i + 1, count, p.figure.c_str(),
+                p.label.c_str(), r + 1, runs, secs,
+                rc ? fmt::format(" FAILED (exit {}), log {}", rc, log).c_str() : "");
+    std::fflush(stdout);
+    if (rc != 0) {
+      std::printf("%s", tail(log, 5).c_str());
+      ++failed;
+      continue;
+    }
+    std::ifstream f(report);
+    json rep = json::parse(f);
+    for (const auto& [k, v] : metrics(rep)) values[k].push_back(v);
+    entry["runs"].push_back(std::move(rep));
+  }
+  entry["summary"] = summarize(p, values, csv);
+  return entry;
+}
+
+}  // namespace
+
+int run_bench(const BenchOptions& o) {
+  const std::string path = suite_path(o.suite);
+  const std::vector<Problem> problems = select_problems(o, path);
+  fs::create_directories(fs::path(o.out) / "runs");
+  json env = environment(o, path);
   std::printf("bench: %zu problems from %s, %d runs each, on %s (%u cores); writing %s\n",
               problems.size(), path.c_str(), o.repeat, env["cpu"].get<std::string>().c_str(),
               std::thread::hardware_concurrency(), o.out.c_str());
@@ -204,59 +281,15 @@ int run_bench(const BenchOptions& o) {
   csv << "figure,label,metric,median,min,max,runs\n";
   int failed = 0;
   const double start = now();
-  for (size_t i = 0; i < problems.size(); ++i) {
-    const Problem& p = problems[i];
-    const int runs = p.repeat > 0 ? p.repeat : o.repeat;
-    std::string stem = fmt::format("{}-{}", p.figure, p.label);
-    for (char& c : stem)
-      if (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr("._=+-()", c)) c = '_';
-    json entry = {{"figure", p.figure},
-                  {"label", p.label},
-                  {"command", "darknight " + fmt::format("{}", fmt::join(p.args, " "))},
-                  {"runs", json::array()}};
-    std::map<std::string, std::vector<double>> values;
-    for (int r = 0; r < runs; ++r) {
-      const std::string report = (fs::path(o.out) / "runs" / fmt::format("{}.{}.json", stem, r)).string();
-      const std::string log = (fs::path(o.out) / "runs" / fmt::format("{}.{}.log", stem, r)).string();
-      std::vector<std::string> args = p.args;
-      args.insert(args.end(), {"--report", report});
-      const double t0 = now();
-      const int rc = run_self(args, log);
-      const double secs = now() - t0;
-      std::printf("[%zu/%zu] %s %s run %d/%d: %.1f s%s\n", i + 1, problems.size(),
-                  p.figure.c_str(), p.label.c_str(), r + 1, runs, secs,
-                  rc ? fmt::format(" FAILED (exit {}), log {}", rc, log).c_str() : "");
-      std::fflush(stdout);
-      if (rc != 0) {
-        std::printf("%s", tail(log, 5).c_str());
-        ++failed;
-        continue;
-      }
-      std::ifstream f(report);
-      json rep = json::parse(f);
-      for (const auto& [k, v] : metrics(rep)) values[k].push_back(v);
-      entry["runs"].push_back(std::move(rep));
-    }
-    json summary = json::object();
-    for (auto& [k, v] : values) {
-      std::sort(v.begin(), v.end());
-      const double median = v.size() % 2 ? v[v.size() / 2]
-                                         : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-      summary[k] = {{"median", median}, {"min", v.front()}, {"max", v.back()}};
-      csv << fmt::format("{},{},{},{:.6g},{:.6g},{:.6g},{}\n", p.figure, p.label, k, median,
-                         v.front(), v.back(), v.size());
-    }
-    entry["summary"] = std::move(summary);
-    results.push_back(std::move(entry));
-  }
+  for (size_t i = 0; i < problems.size(); ++i)
+    results.push_back(run_problem(o, problems[i], i, problems.size(), csv, failed));
   env["seconds"] = now() - start;
-  std::ofstream(fs::path(o.out) / "results.json") << json{{"environment", env},
-                                                          {"problems", results}}
-                                                         .dump(1)
-                                                  << "\n";
-  std::printf("bench: %zu problems in %.0f s, %d failed runs; results in %s/results.json and "
-              "results.csv\n",
-              problems.size(), now() - start, failed, o.out.c_str());
+  std::ofstream(fs::path(o.out) / "results.json")
+      << json{{"environment", env}, {"problems", results}}.dump(1) << "\n";
+  std::printf(
+      "bench: %zu problems in %.0f s, %d failed runs; results in %s/results.json and "
+      "results.csv\n",
+      problems.size(), now() - start, failed, o.out.c_str());
   if (o.plots) {
     const std::string cmd =
         fmt::format("/usr/bin/python3 {}/bench_plots.py '{}'", DK_SCRIPTS_DIR, o.out);

@@ -12,6 +12,7 @@
 #include "nn/model_file.h"
 #include "nn/onnx_import.h"
 #include "nn/zoo.h"
+#include "registry/registry.h"
 #include "trusted/enclave.h"
 
 namespace darknight::app {
@@ -50,67 +51,6 @@ data::Dataset load_dataset(const std::string& spec, const data::LoadOptions& opt
   return enclave.open_sealed(path, opts.split, opts.limit).value();
 }
 
-void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s, bool& tf32) {
-  c->add_option("--accelerator", accelerator,
-                "Untrusted accelerator: a backend in this process (" +
-                    fmt::format("{}", fmt::join(accel::backend_names(), ", ")) +
-                    ") or a `darknight worker` at tcp://HOST:PORT or ipc://PATH")
-      ->check([](const std::string& v) -> std::string {
-        const auto names = accel::backend_names();
-        if (accel::is_remote(v) || std::find(names.begin(), names.end(), v) != names.end())
-          return "";
-        return fmt::format("'{}' is neither a backend ({}) nor tcp://HOST:PORT or ipc://PATH", v,
-                           fmt::join(names, ", "));
-      })
-      ->capture_default_str();
-  c->add_option("--accelerator-timeout", timeout_s,
-                "Seconds to wait for one reply of a remote worker before failing")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  c->add_flag("--tf32", tf32,
-              "cuda: let f32 convolutions and products use TF32 tensor cores (faster; inputs "
-              "rounded to 10 mantissa bits, which costs decode precision: docs/performance.md)");
-}
-
-std::unique_ptr<accel::Backend> make_accelerator(const std::string& name, double timeout_s,
-                                                 int mixtures_per_batch, bool tf32) {
-  accel::BackendOptions bo;
-  bo.tf32 = tf32;
-  bo.timeout_s = timeout_s;
-  bo.mixtures_per_batch = mixtures_per_batch;
-  return accel::make_backend(name, bo);
-}
-
-int64_t parse_bytes(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    throw Error(fmt::format("'{}' is not a size in bytes (e.g. 134217728, 128MiB, 1GiB)", s));
-  }
-  const std::string unit = s.substr(used);
-  double mult = 1;
-  if (unit == "" || unit == "B")
-    mult = 1;
-  else if (unit == "KiB")
-    mult = 1024.0;
-  else if (unit == "MiB")
-    mult = 1048576.0;
-  else if (unit == "GiB")
-    mult = 1073741824.0;
-  else if (unit == "KB")
-    mult = 1e3;
-  else if (unit == "MB")
-    mult = 1e6;
-  else if (unit == "GB")
-    mult = 1e9;
-  else
-    throw Error(fmt::format("'{}': unknown unit '{}' (B, KiB, MiB, GiB, KB, MB, GB)", s, unit));
-  DK_CHECK(v >= 0 && std::isfinite(v), "'{}' is not a size", s);
-  return static_cast<int64_t>(v * mult);
-}
-
 int argmax(const float* p, int64_t n) {
   return static_cast<int>(std::max_element(p, p + n) - p);
 }
@@ -141,19 +81,6 @@ std::optional<WorkerFaults> worker_faults(accel::Backend& accelerator) {
   auto* remote = dynamic_cast<accel::remote::RemoteBackend*>(&accelerator);
   if (!remote) return std::nullopt;
   return remote->worker_faults();
-}
-
-trusted::IntegrityCounters attributed(trusted::IntegrityCounters c,
-                                      const measure::FaultAudit* audit,
-                                      const accel::FaultInjector* faults,
-                                      const accel::Backend& accelerator) {
-  if (audit) {
-    audit->fill(c);
-    return c;
-  }
-  if (faults) c.injected = faults->injected();
-  (accelerator.name() == "remote" ? c.unattributed : c.false_alarms) = c.failed;
-  return c;
 }
 
 nlohmann::json integrity_report(const std::string& mode, const std::string& faults,

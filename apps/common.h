@@ -2,20 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
-#include <CLI/CLI.hpp>
-#include <memory>
-#include <optional>
-#include <nlohmann/json.hpp>
-
 #include "accel/backend.h"
-#include "accel/faults.h"
-#include "accel/remote/remote_backend.h"
-
+#include "backends/remote/remote_backend.h"
 #include "data/datasets.h"
-#include "measure/fault_audit.h"
 #include "nn/graph.h"
+#include "session/modes.h"
 #include "trusted/integrity.h"
 
 namespace darknight::app {
@@ -39,14 +34,7 @@ nn::Graph make_model(const ModelSpec& s);
 /// to data::load. Throws Error with the reason when the data cannot be used.
 data::Dataset load_dataset(const std::string& spec, const data::LoadOptions& opts);
 
-/// Adds --accelerator (a backend name or a worker's endpoint), --accelerator-timeout and --tf32.
-void add_accelerator_options(CLI::App* c, std::string& accelerator, double& timeout_s, bool& tf32);
-/// The accelerator named by --accelerator; `mixtures_per_batch` labels a worker's capture.
-std::unique_ptr<accel::Backend> make_accelerator(const std::string& name, double timeout_s,
-                                                 int mixtures_per_batch, bool tf32 = false);
-
-/// Parses "134217728", "128MiB", "1GiB", "512KiB" or "1.5GB" into bytes.
-int64_t parse_bytes(const std::string& s);
+using session::parse_bytes;
 
 int argmax(const float* p, int64_t n);
 
@@ -54,15 +42,6 @@ using WorkerFaults = accel::remote::RemoteBackend::WorkerFaults;
 /// For an accelerator in a worker, what the worker says its `--inject-faults` did (the
 /// trusted side cannot see faults injected there, only detect them); nullopt otherwise.
 std::optional<WorkerFaults> worker_faults(accel::Backend& accelerator);
-
-/// A run's integrity counters for its report: the engine's, with its failed checks
-/// attributed: by `audit` when faults are injected in this process with checks, else as
-/// unattributed for a remote worker (only it knows what it did) and false alarms otherwise;
-/// `faults` without an audit (no checks): only its count of injected faults.
-trusted::IntegrityCounters attributed(trusted::IntegrityCounters engine,
-                                      const measure::FaultAudit* audit,
-                                      const accel::FaultInjector* faults,
-                                      const accel::Backend& accelerator);
 
 /// The report's `integrity` object for a run with `mode` checks and `faults` injected into
 /// `operations` linear operations; with `worker`, also its `worker_reported` counts.

@@ -14,6 +14,7 @@
 #include "conformance/node_tests.h"
 #include "enclave.h"
 #include "infer.h"
+#include "registry/registry.h"
 #include "train.h"
 #include "worker.h"
 

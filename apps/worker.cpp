@@ -4,8 +4,9 @@
 #include <cstdio>
 
 #include "accel/backend.h"
-#include "accel/remote/server.h"
 #include "common.h"
+#include "registry/registry.h"
+#include "worker/server.h"
 
 namespace darknight::app {
 

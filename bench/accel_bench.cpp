@@ -7,6 +7,7 @@
 #include "accel/backend.h"
 #include "baselines/plain_io.h"
 #include "protocol/tensor.h"
+#include "registry/registry.h"
 
 namespace darknight::accel {
 namespace {

@@ -1,4 +1,4 @@
-// Worker messages (accel/remote/wire.h): the input is cut into frames, parsed with
+// Worker messages (backends/remote/wire.h): the input is cut into frames, parsed with
 // Message::parse, and its arguments are read with Args the way the worker reads each
 // request (fuzz/wire_input.h). The wire code reports bad input by throwing
 // darknight::Error (the server answers it with an error reply); anything else is a bug.

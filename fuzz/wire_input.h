@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "accel/backend.h"
-#include "accel/remote/wire.h"
+#include "backends/remote/wire.h"
 
 namespace darknight::fuzz {
 

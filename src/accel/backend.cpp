@@ -1,76 +1,8 @@
 #include "accel/backend.h"
-#include "accel/faults.h"
 
 #include <fmt/format.h>
 
-#include "accel/cpu/cpu_backend.h"
-#ifdef DARKNIGHT_HAVE_CUDA
-#include "accel/cuda/cuda_backend.h"
-#endif
-#include "accel/ref/ref_backend.h"
-#include "accel/remote/remote_backend.h"
-#include "protocol/checked.h"
-
 namespace darknight::accel {
-
-// ---------------------------------------------------------------- descriptions
-
-void ConvDesc::validate() const {
-  DK_CHECK(in_channels > 0 && out_channels > 0, "conv {}: channels must be positive", str());
-  DK_CHECK(kernel_h > 0 && kernel_w > 0, "conv {}: kernel must be positive", str());
-  DK_CHECK(stride_h > 0 && stride_w > 0, "conv {}: stride must be positive", str());
-  DK_CHECK(dilation_h > 0 && dilation_w > 0, "conv {}: dilation must be >= 1", str());
-  DK_CHECK(pad_top >= 0 && pad_left >= 0 && pad_bottom >= 0 && pad_right >= 0,
-           "conv {}: padding must be non-negative", str());
-  DK_CHECK(groups > 0 && in_channels % groups == 0 && out_channels % groups == 0,
-           "conv {}: groups must divide both channel counts", str());
-}
-
-Shape ConvDesc::weight_shape() const {
-  return Shape{out_channels, in_channels / groups, kernel_h, kernel_w};
-}
-
-Shape ConvDesc::dst_shape(const Shape& src) const {
-  validate();
-  DK_CHECK(src.rank() == 4, "conv {}: src must be NCHW, got {}", str(), src.str());
-  DK_CHECK(src.c() == in_channels, "conv {}: src {} has {} channels, expected {}", str(), src.str(),
-           src.c(), in_channels);
-  // The fields may come from a file or a message: overflow-checked (validate() made every
-  // one positive, the pads non-negative).
-  auto extent = [&](int64_t in, int64_t k, int64_t d, int64_t pb, int64_t pe, int64_t s) {
-    std::optional<int64_t> eff = checked_mul(k - 1, d), padded = checked_add(in, pb);
-    if (eff) eff = checked_add(*eff, int64_t{1});
-    if (padded) padded = checked_add(*padded, pe);
-    DK_CHECK(eff && padded, "conv {}: window or padding too large (overflow)", str());
-    DK_CHECK(*padded >= *eff, "conv {}: kernel larger than padded input {}", str(), src.str());
-    return (*padded - *eff) / s + 1;
-  };
-  return Shape{src.n(), out_channels,
-               extent(src.h(), kernel_h, dilation_h, pad_top, pad_bottom, stride_h),
-               extent(src.w(), kernel_w, dilation_w, pad_left, pad_right, stride_w)};
-}
-
-std::string ConvDesc::str() const {
-  return fmt::format("{}->{} k{}x{} s{}x{} p{},{},{},{} d{}x{} g{}", in_channels, out_channels,
-                     kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
-                     pad_right, dilation_h, dilation_w, groups);
-}
-
-void DenseDesc::validate() const {
-  DK_CHECK(in_features > 0 && out_features > 0, "dense {}: features must be positive", str());
-}
-
-Shape DenseDesc::dst_shape(const Shape& src) const {
-  validate();
-  DK_CHECK(src.rank() >= 2, "dense {}: src must have a batch dimension, got {}", str(), src.str());
-  DK_CHECK(src.item_numel() == in_features, "dense {}: src {} has {} features per item", str(),
-           src.str(), src.item_numel());
-  return Shape{src[0], out_features};
-}
-
-std::string DenseDesc::str() const {
-  return fmt::format("{}->{}", in_features, out_features);
-}
 
 // ---------------------------------------------------------------- validation
 
@@ -247,13 +179,6 @@ void Backend::conv2d_forward(const ConvDesc& d, const Buffer& src, const Weights
   check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_conv2d_forward(d, src, w, dst);
-  if (faults_)
-    faults_->after(
-        *this, LinearOp::forward, src, &w, nullptr,
-        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
-          do_conv2d_forward(d, a, *x, y);
-        },
-        dst);
 }
 
 void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -264,13 +189,6 @@ void Backend::conv2d_backward_data(const ConvDesc& d, const Buffer& diff_dst, co
   check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_conv2d_backward_data(d, diff_dst, w, diff_src);
-  if (faults_)
-    faults_->after(
-        *this, LinearOp::backward_data, diff_dst, &w, nullptr,
-        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
-          do_conv2d_backward_data(d, a, *x, y);
-        },
-        diff_src);
 }
 
 void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -282,13 +200,6 @@ void Backend::conv2d_backward_weights(const ConvDesc& d, const Buffer& src, cons
   const int64_t parts =
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_conv2d_backward_weights(d, src, diff_dst, diff_weights, parts);
-  if (faults_)
-    faults_->after(
-        *this, LinearOp::backward_weights, src, nullptr, &diff_dst,
-        [&](const Buffer& a, const Weights*, const Buffer* b, Buffer& y) {
-          do_conv2d_backward_weights(d, a, *b, y, parts);
-        },
-        diff_weights);
 }
 
 void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights& w, Buffer& dst) {
@@ -298,13 +209,6 @@ void Backend::dense_forward(const DenseDesc& d, const Buffer& src, const Weights
   check_buffer(dst, d.dst_shape(src.shape()), src.dtype(), op, "dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_dense_forward(d, src, w, dst);
-  if (faults_)
-    faults_->after(
-        *this, LinearOp::forward, src, &w, nullptr,
-        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
-          do_dense_forward(d, a, *x, y);
-        },
-        dst);
 }
 
 void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, const Weights& w,
@@ -315,13 +219,6 @@ void Backend::dense_backward_data(const DenseDesc& d, const Buffer& diff_dst, co
   check_buffer(diff_dst, d.dst_shape(diff_src.shape()), diff_src.dtype(), op, "diff_dst");
   DK_CHECK(w.shape() == d.weight_shape(), "{}: weights {} for {}", op, w.shape().str(), d.str());
   do_dense_backward_data(d, diff_dst, w, diff_src);
-  if (faults_)
-    faults_->after(
-        *this, LinearOp::backward_data, diff_dst, &w, nullptr,
-        [&](const Buffer& a, const Weights* x, const Buffer*, Buffer& y) {
-          do_dense_backward_data(d, a, *x, y);
-        },
-        diff_src);
 }
 
 void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, const Buffer& diff_dst,
@@ -333,54 +230,34 @@ void Backend::dense_backward_weights(const DenseDesc& d, const Buffer& src, cons
   const int64_t parts =
       check_backward_weights(d.weight_shape(), diff_weights, src.shape()[0], src.dtype(), op);
   do_dense_backward_weights(d, src, diff_dst, diff_weights, parts);
-  if (faults_)
-    faults_->after(
-        *this, LinearOp::backward_weights, src, nullptr, &diff_dst,
-        [&](const Buffer& a, const Weights*, const Buffer* b, Buffer& y) {
-          do_dense_backward_weights(d, a, *b, y, parts);
-        },
-        diff_weights);
 }
 
-// ---------------------------------------------------------------- registry
+// ---------------------------------------------------------------- raw transfers
 
-std::vector<std::string> backend_names() {
-#ifdef DARKNIGHT_HAVE_CUDA
-  return {"cuda", "cpu", "ref"};
-#else
-  return {"cpu", "ref"};
-#endif
+void RawTransfer::upload(Backend& be, const void* src, Buffer& dst, size_t offset, size_t bytes) {
+  const MeterScope unmetered(nullptr);
+  be.check_owned(dst, "raw upload");
+  DK_CHECK(offset <= dst.bytes() && bytes <= dst.bytes() - offset,
+           "raw upload: {} bytes at {} into a buffer of {}", bytes, offset, dst.bytes());
+  be.do_upload(src, dst, offset, bytes);
 }
 
-std::string unavailable_reason(const std::string& name) {
-#ifdef DARKNIGHT_HAVE_CUDA
-  if (name == "cuda") return CudaBackend::unavailable_reason();
-#else
-  if (name == "cuda")
-    return "this darknight was built without the CUDA backend (DARKNIGHT_CUDA=off, or no CUDA "
-           "toolkit and cuDNN at build time)";
-#endif
-  return "";
+void RawTransfer::download(Backend& be, const Buffer& src, size_t offset, size_t bytes,
+                           void* dst) {
+  const MeterScope unmetered(nullptr);
+  be.check_owned(src, "raw download");
+  DK_CHECK(offset <= src.bytes() && bytes <= src.bytes() - offset,
+           "raw download: {} bytes at {} from a buffer of {}", bytes, offset, src.bytes());
+  be.do_download(src, offset, bytes, dst);
 }
 
-bool is_remote(const std::string& name) {
-  return name.rfind("tcp://", 0) == 0 || name.rfind("ipc://", 0) == 0;
-}
-
-std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts) {
-  if (is_remote(name))
-    return std::make_unique<remote::RemoteBackend>(
-        remote::RemoteOptions{name, opts.timeout_s, opts.mixtures_per_batch});
-  if (name == "cpu") return std::make_unique<CpuBackend>(opts);
-#ifdef DARKNIGHT_HAVE_CUDA
-  if (name == "cuda") return std::make_unique<CudaBackend>(opts);
-#else
-  if (name == "cuda") throw Error("cuda backend: " + unavailable_reason(name));
-#endif
-  if (name == "ref") return std::make_unique<RefBackend>();
-  throw Error(fmt::format("unknown accelerator backend '{}' (available: {}, or a worker's "
-                          "tcp://HOST:PORT or ipc://PATH)", name,
-                          fmt::join(backend_names(), ", ")));
+void RawTransfer::accumulate_grad(Backend& be, Weights& w, const double* piece, int64_t offset,
+                                  int64_t count) {
+  const MeterScope unmetered(nullptr);
+  be.check_owned(w, "raw accumulate_grad");
+  DK_CHECK(offset >= 0 && count >= 0 && count <= w.shape().numel() - offset,
+           "raw accumulate_grad: {} values at {} for weights {}", count, offset, w.shape().str());
+  be.do_accumulate_grad_host(w, piece, offset, count);
 }
 
 }  // namespace darknight::accel

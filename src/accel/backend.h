@@ -21,49 +21,16 @@
 #include <vector>
 
 #include "protocol/blinded.h"
+#include "protocol/linear.h"
 #include "protocol/sgd.h"
 #include "protocol/tensor.h"
 
 namespace darknight::accel {
 
-class FaultInjector;
-namespace remote {
-class Server;
-}
-
-/// 2-D convolution, PyTorch/ONNX conventions: weights [O, I/groups, KH, KW], NCHW data,
-/// dilation 1 means none, padding may be asymmetric. No bias: biases are added after
-/// decoding, in the trusted runtime.
-struct ConvDesc {
-  int64_t in_channels = 0, out_channels = 0;
-  int64_t kernel_h = 1, kernel_w = 1;
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-  int64_t dilation_h = 1, dilation_w = 1;
-  int64_t groups = 1;
-
-  /// Throws Error when the description is inconsistent.
-  void validate() const;
-  Shape weight_shape() const;
-  /// Output shape [N, O, OH, OW] for an NCHW src; throws Error when src does not fit.
-  Shape dst_shape(const Shape& src) const;
-  /// Multiply-adds per output element (the dot-product length).
-  int64_t fan_in() const { return in_channels / groups * kernel_h * kernel_w; }
-  std::string str() const;
-};
-
-/// Dense (inner product): dst[n, o] = sum_i src[n, i] * weights[o, i]. src may have any
-/// rank >= 2; its items are flattened ([N, C, H, W] -> [N, C*H*W]). No bias.
-struct DenseDesc {
-  int64_t in_features = 0, out_features = 0;
-
-  void validate() const;
-  Shape weight_shape() const { return Shape{out_features, in_features}; }
-  Shape dst_shape(const Shape& src) const;
-  int64_t fan_in() const { return in_features; }
-  std::string str() const;
-};
-
+/// The linear operations' descriptions (protocol/linear.h), here as accel::ConvDesc and
+/// accel::DenseDesc too.
+using darknight::ConvDesc;
+using darknight::DenseDesc;
 using darknight::SgdParams;
 
 class Backend;
@@ -120,10 +87,6 @@ class Backend {
   Backend() = default;
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
-
-  /// Corrupts a fraction of the linear operations' outputs from now on (null: none), for
-  /// measuring the integrity checks (accel/faults.h). Not owned.
-  void set_fault_injector(FaultInjector* f) { faults_ = f; }
 
   /// Says which linear layer (0 for the first) the following operations belong to: a label
   /// for the remote worker's capture and logs (the accelerator learns nothing new: it is
@@ -269,9 +232,7 @@ class Backend {
                                          int64_t parts) = 0;
 
  private:
-  friend class FaultInjector;
-  friend class remote::Server;
-  FaultInjector* faults_ = nullptr;
+  friend struct RawTransfer;
   void check_owned(const Buffer& b, const char* what) const;
   void check_owned(const Weights& w, const char* what) const;
   void check_transfer(const Buffer& b, const Shape& host_shape, DType host_dtype,
@@ -286,7 +247,20 @@ class Backend {
                     const char* op);
 };
 
-/// Options for make_backend.
+/// Unchecked byte copies between host memory and a buffer, for untrusted-side code that moves
+/// bytes the accelerator already holds: the worker server (bytes off the wire) and backends
+/// that decorate another (faults/faulty_backend.h). Checks only that the range lies inside
+/// the buffer. Never used by the trusted runtime (tests/layering_test.sh), which hands data
+/// over only as BlindedT.
+struct RawTransfer {
+  static void upload(Backend& be, const void* src, Buffer& dst, size_t offset, size_t bytes);
+  static void download(Backend& be, const Buffer& src, size_t offset, size_t bytes, void* dst);
+  /// Adds count host values to the pending gradient of `w` from element `offset`.
+  static void accumulate_grad(Backend& be, Weights& w, const double* piece, int64_t offset,
+                              int64_t count);
+};
+
+/// Options for a backend (registry/registry.h make_backend).
 struct BackendOptions {
   int threads = 0;  ///< worker threads for CPU backends; 0 = all cores
   /// A remote worker (tcp://HOST:PORT, ipc://PATH): the longest wait for one reply, and the
@@ -296,16 +270,5 @@ struct BackendOptions {
   /// cuda: allow TF32 tensor-core math for f32 (10-bit mantissa inputs; off by default).
   bool tf32 = false;
 };
-
-/// Names of the backends built into this binary, fastest first ("cuda" when built with
-/// CUDA, "cpu", "ref").
-std::vector<std::string> backend_names();
-/// Why the named backend cannot run on this machine (a "cuda" build with no GPU), or "".
-std::string unavailable_reason(const std::string& name);
-/// True for an endpoint of a remote worker (tcp://HOST:PORT or ipc://PATH).
-bool is_remote(const std::string& name);
-/// Makes a backend by name, or connects to the worker at an endpoint (is_remote); throws
-/// Error naming the available ones when unknown.
-std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts = {});
 
 }  // namespace darknight::accel

@@ -4,24 +4,21 @@
 //    (the "all in SGX" case); its weights are charged to the trusted memory meter.
 #pragma once
 
-#include <map>
 #include <memory>
-#include <vector>
 
-#include "accel/arena.h"
 #include "accel/backend.h"
+#include "baselines/plain_io.h"
 #include "protocol/memory_meter.h"
-#include "trusted/runtime.h"
+#include "trusted/accelerator_engine.h"
 
 namespace darknight::baselines {
 
-class PlainEngine : public trusted::TrainEngine {
+class PlainEngine : public trusted::AcceleratorEngine {
  public:
   /// Computes in `dtype` (f32, or f64 for exact comparisons).
   explicit PlainEngine(accel::Backend& backend, DType dtype = DType::f32)
-      : be_(backend), dtype_(dtype), buffers_(backend, dtype), kept_(backend, dtype) {}
+      : AcceleratorEngine(backend, dtype), dtype_(dtype), io_(backend, dtype) {}
   std::string name() const override { return "plain"; }
-  void load(nn::Graph& g) override;
   trusted::Scratch scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
                                  int k) const override;
   Tensor forward(const nn::Node& node, Tensor& src, bool consume,
@@ -32,27 +29,18 @@ class PlainEngine : public trusted::TrainEngine {
                   trusted::RunStats& stats) override;
   int64_t backward_scratch_bytes(const nn::Node& node, int64_t in_numel, int64_t items,
                                  int k) const override;
-  void step(const SgdParams& p) override;
   void end_step() override {}
-  Tensor read_weights(int index) override;
-  Tensor read_momentum(int index) override;
-  void write_momentum(int index, const Tensor& momentum) override;
-  Tensor64 read_grad(int index) override;
 
  protected:
-  /// Uploads src into `dst`, converting to the engine's element type.
+  /// Uploads src into `dst`, converting to the engine's element type, and waits.
   void put(const Tensor& src, accel::Buffer& dst);
-  /// Downloads `src` as f32 with the given item shape.
+  /// Downloads `src` as f32 with the given shape.
   Tensor get(const accel::Buffer& src, const Shape& shape);
-  const accel::Buffer& apply(const nn::Node& node, const accel::Buffer& in);
   Tensor forward_into(const nn::Node& node, const Tensor& src, accel::Buffer& in,
                       trusted::RunStats& stats);
 
-  accel::Backend& be_;
   DType dtype_;
-  std::vector<accel::WeightsPtr> weights_;
-  accel::BufferArena buffers_;
-  accel::BufferArena kept_;  // per layer (weights index): its input, for backward
+  PlainIo io_;
 };
 
 namespace detail {

@@ -18,33 +18,35 @@ class PlainIo {
   accel::Backend& backend() { return be_; }
   DType dtype() const { return dt_; }
 
-  /// A new buffer holding `t` (the upload is complete at the next wait()).
+  /// A new buffer holding `t` (the upload is complete at the next sync()).
   accel::BufferPtr put(const Tensor& t) {
     accel::BufferPtr b = be_.alloc(t.shape(), dt_);
+    put(t, *b);
+    return b;
+  }
+  /// Copies `t` into `dst` (a buffer of this dtype; complete at the next sync()).
+  void put(const Tensor& t, accel::Buffer& dst) {
     if (dt_ == DType::f32) {
       keep32_.push_back(Unprotected::expose(t.clone()));
-      be_.upload(keep32_.back(), *b);
+      be_.upload(keep32_.back(), dst);
     } else {
       keep64_.push_back(Unprotected::expose(t.cast<double>()));
-      be_.upload(keep64_.back(), *b);
+      be_.upload(keep64_.back(), dst);
     }
-    return b;
   }
   accel::BufferPtr make(const Shape& s) { return be_.alloc(s, dt_); }
   /// Waits for everything submitted, then returns the buffer's contents as f32.
   Tensor get(const accel::Buffer& b) {
-    Tensor out;
     if (b.dtype() == DType::f32) {
-      out = Tensor(b.shape());
+      Tensor out = Tensor::uninitialized(b.shape());
       be_.download(b, out);
       sync();
-    } else {
-      Tensor64 t(b.shape());
-      be_.download(b, t);
-      sync();
-      out = t.cast<float>();
+      return out;
     }
-    return out;
+    auto t = Tensor64::uninitialized(b.shape());
+    be_.download(b, t);
+    sync();
+    return t.cast<float>();
   }
   /// Waits for everything submitted; the host copies of uploads are then released.
   void sync() {

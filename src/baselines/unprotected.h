@@ -10,11 +10,11 @@
 
 namespace darknight::baselines {
 
-struct Unprotected {
+struct Unprotected : private BlindingFactory {
   /// Hands `plaintext` to the accelerator as-is. Provides no protection whatsoever.
   template <typename T>
   static BlindedT<T> expose(TensorT<T>&& plaintext) {
-    return BlindedT<T>(BlindingKey{}, std::move(plaintext));
+    return make_blinded(std::move(plaintext));
   }
 };
 

@@ -300,103 +300,124 @@ std::string not_float_reason(const std::string& op) {
   return fmt::format("{} is an integer (quantized) op; the accelerator computes in f32/f64", op);
 }
 
-NodeTestResult run_one(const fs::path& dir, Backend& be, DType dtype) {
-  NodeTestResult r;
-  r.name = dir.filename().string();
-  auto model = onnx_io::load_model((dir / "model.onnx").string());
-  if (!model.ok()) {
-    r.outcome = Outcome::fail, r.detail = model.status().message();
-    return r;
-  }
-  const auto& graph = model.value().graph();
-  if (graph.node_size() != 1) {
-    r.outcome = Outcome::skip, r.detail = "not a single-node graph";
-    return r;
-  }
-  const onnx::NodeProto& node = graph.node(0);
-  r.op = node.op_type();
-  auto fn = ops().find(r.op);
+/// Ends a test with `outcome`, saying why; returns false (for `return stop(...)`).
+bool stop(NodeTestResult& r, Outcome outcome, std::string detail) {
+  r.outcome = outcome;
+  r.detail = std::move(detail);
+  return false;
+}
+
+/// The ops run by the trusted runtime through the importer (the others by ops()).
+bool is_nonlinear(const std::string& op) {
   static const std::set<std::string> kNonlinear = {
       "Relu",    "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
       "Softmax", "Clip",    "Flatten"};
-  const bool imported = kNonlinear.count(r.op) > 0;
-  if (fn == ops().end() && !imported) {
-    r.outcome = Outcome::skip;
-    r.detail = r.op.find("Integer") != std::string::npos || r.op.rfind("QLinear", 0) == 0
-                   ? not_float_reason(r.op)
-                   : "op " + r.op + " is not an accelerator operation";
-    return r;
-  }
+  return kNonlinear.count(op) > 0;
+}
+
+/// Why an op has no mapping here.
+std::string unmapped_reason(const std::string& op) {
+  return op.find("Integer") != std::string::npos || op.rfind("QLinear", 0) == 0
+             ? not_float_reason(op)
+             : "op " + op + " is not an accelerator operation";
+}
+
+/// The test's data set folders (test_data_set_N), in name order.
+std::vector<fs::path> data_sets(const fs::path& dir) {
   std::vector<fs::path> sets;
   for (const auto& e : fs::directory_iterator(dir))
     if (e.is_directory() && e.path().filename().string().rfind("test_data_set_", 0) == 0)
       sets.push_back(e.path());
   std::sort(sets.begin(), sets.end());
-  for (const auto& set : sets) {
-    std::vector<Tensor> inputs, expected;
-    std::vector<onnx::TensorProto> protos;
-    for (int i = 0; i < graph.input_size(); ++i) {
-      const std::string path = (set / fmt::format("input_{}.pb", i)).string();
-      auto proto = onnx_io::load_tensor_proto(path);
-      if (!proto.ok()) {
-        r.outcome = Outcome::fail, r.detail = proto.status().message();
-        return r;
-      }
-      auto t = onnx_io::to_tensor(proto.value());
-      if (!t.ok()) {
-        r.outcome = Outcome::skip, r.detail = "input: " + t.status().message();
-        return r;
-      }
-      inputs.push_back(std::move(t).value());
-      protos.push_back(std::move(proto).value());
+  return sets;
+}
+
+/// One data set's inputs (and their protos) and expected outputs.
+struct DataSet {
+  std::vector<Tensor> inputs, expected;
+  std::vector<onnx::TensorProto> protos;
+};
+
+/// Reads `count` tensors <kind>_<i>.pb of `set` into `tensors` (and `protos`): false, with
+/// the test failed (unreadable file) or skipped (an element type not mapped), on a problem.
+bool read_tensors(const fs::path& set, const std::string& kind, int count, NodeTestResult& r,
+                  std::vector<Tensor>& tensors, std::vector<onnx::TensorProto>* protos) {
+  for (int i = 0; i < count; ++i) {
+    auto proto = onnx_io::load_tensor_proto((set / fmt::format("{}_{}.pb", kind, i)).string());
+    if (!proto.ok()) return stop(r, Outcome::fail, proto.status().message());
+    auto t = onnx_io::to_tensor(proto.value());
+    if (!t.ok())
+      return stop(
+          r, Outcome::skip,
+          (kind == "input" ? kind : fmt::format("{} {}", kind, i)) + ": " + t.status().message());
+    tensors.push_back(std::move(t).value());
+    if (protos) protos->push_back(std::move(proto).value());
+  }
+  return true;
+}
+
+/// Compares the outputs with the expected ones (kAtol, kRtol), keeping the largest error;
+/// false, with the test failed, on the first that differs.
+bool matches(const std::vector<Tensor>& outs, const std::vector<Tensor>& expected,
+             const fs::path& set, NodeTestResult& r) {
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (i >= outs.size() || outs[i].shape() != expected[i].shape())
+      return stop(
+          r, Outcome::fail,
+          fmt::format("output {} has shape {}, expected {}", i,
+                      i < outs.size() ? outs[i].shape().str() : "none", expected[i].shape().str()));
+    for (int64_t j = 0; j < expected[i].numel(); ++j) {
+      const double e = expected[i][j], g = outs[i][j], err = std::abs(g - e);
+      r.max_abs_error = std::max(r.max_abs_error, err);
+      if (!(err <= kAtol + kRtol * std::abs(e)))
+        return stop(r, Outcome::fail,
+                    fmt::format("{}: output {} element {} is {}, expected {}",
+                                set.filename().string(), i, j, g, e));
     }
-    for (int i = 0; i < graph.output_size(); ++i) {
-      const std::string path = (set / fmt::format("output_{}.pb", i)).string();
-      auto proto = onnx_io::load_tensor_proto(path);
-      if (!proto.ok()) {
-        r.outcome = Outcome::fail, r.detail = proto.status().message();
-        return r;
-      }
-      auto t = onnx_io::to_tensor(proto.value());
-      if (!t.ok()) {
-        r.outcome = Outcome::skip, r.detail = fmt::format("output {}: {}", i, t.status().message());
-        return r;
-      }
-      expected.push_back(std::move(t).value());
-    }
-    std::variant<std::vector<Tensor>, NotApplicable> got;
-    try {
-      Device dev(be, dtype);
-      got = imported ? run_imported(dev, model.value(), inputs, protos)
-                     : fn->second(dev, node, inputs);
-    } catch (const std::exception& e) {
-      r.outcome = Outcome::fail, r.detail = e.what();
-      return r;
-    }
-    if (auto* na = std::get_if<NotApplicable>(&got)) {
-      r.outcome = Outcome::skip, r.detail = na->reason;
-      return r;
-    }
-    auto& outs = std::get<std::vector<Tensor>>(got);
-    for (size_t i = 0; i < expected.size(); ++i) {
-      if (i >= outs.size() || outs[i].shape() != expected[i].shape()) {
-        r.outcome = Outcome::fail;
-        r.detail = fmt::format("output {} has shape {}, expected {}", i,
-                               i < outs.size() ? outs[i].shape().str() : "none",
-                               expected[i].shape().str());
-        return r;
-      }
-      for (int64_t j = 0; j < expected[i].numel(); ++j) {
-        const double e = expected[i][j], g = outs[i][j], err = std::abs(g - e);
-        r.max_abs_error = std::max(r.max_abs_error, err);
-        if (!(err <= kAtol + kRtol * std::abs(e))) {
-          r.outcome = Outcome::fail;
-          r.detail = fmt::format("{}: output {} element {} is {}, expected {}",
-                                 set.filename().string(), i, j, g, e);
-          return r;
-        }
-      }
-    }
+  }
+  return true;
+}
+
+/// Runs one data set of the test of `model` (one node) and checks its outputs: false, with
+/// the outcome set, when the test stops here.
+bool run_data_set(const fs::path& set, const onnx::ModelProto& model, Backend& be, DType dtype,
+                  NodeTestResult& r) {
+  const auto& graph = model.graph();
+  DataSet ds;
+  if (!read_tensors(set, "input", graph.input_size(), r, ds.inputs, &ds.protos) ||
+      !read_tensors(set, "output", graph.output_size(), r, ds.expected, nullptr))
+    return false;
+  std::variant<std::vector<Tensor>, NotApplicable> got;
+  try {
+    Device dev(be, dtype);
+    got = is_nonlinear(r.op) ? run_imported(dev, model, ds.inputs, ds.protos)
+                             : ops().at(r.op)(dev, graph.node(0), ds.inputs);
+  } catch (const std::exception& e) {
+    return stop(r, Outcome::fail, e.what());
+  }
+  if (auto* na = std::get_if<NotApplicable>(&got)) return stop(r, Outcome::skip, na->reason);
+  return matches(std::get<std::vector<Tensor>>(got), ds.expected, set, r);
+}
+
+NodeTestResult run_one(const fs::path& dir, Backend& be, DType dtype) {
+  NodeTestResult r;
+  r.name = dir.filename().string();
+  auto model = onnx_io::load_model((dir / "model.onnx").string());
+  if (!model.ok()) {
+    stop(r, Outcome::fail, model.status().message());
+    return r;
+  }
+  if (model.value().graph().node_size() != 1) {
+    stop(r, Outcome::skip, "not a single-node graph");
+    return r;
+  }
+  r.op = model.value().graph().node(0).op_type();
+  if (!ops().count(r.op) && !is_nonlinear(r.op)) {
+    stop(r, Outcome::skip, unmapped_reason(r.op));
+    return r;
+  }
+  for (const auto& set : data_sets(dir)) {
+    if (!run_data_set(set, model.value(), be, dtype, r)) return r;
     ++r.data_sets;
   }
   r.outcome = Outcome::pass;

@@ -1,11 +1,11 @@
 // Measuring the integrity checks (docs/SECURITY.md "Integrity"), outside the trusted
-// engines: joins what the fault injector did to each operation (accel/faults.h: the clean
+// engines: joins what the fault injector did to each operation (faults/faults.h: the clean
 // output, the error, the fault-free rounding bound) with what the engine's check said about
 // it (trusted/integrity.h: CheckEvent), and judges each fault by its effect on the decoded
 // result against the clean computation, not by the check's own secrets or tolerance.
 #pragma once
 
-#include "accel/faults.h"
+#include "faults/faults.h"
 #include "trusted/integrity.h"
 
 namespace darknight::measure {

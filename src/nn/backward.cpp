@@ -84,6 +84,91 @@ Tensor batch_norm_backward(const Node& n, const Tensor& dy, const BatchNormCache
   return dx;
 }
 
+namespace {
+
+/// Max pooling: each window's gradient goes to its largest input (the first, on ties).
+void max_pool_backward(const PoolDesc& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                       Tensor& dx) {
+  // Planes are independent; within one, windows may overlap: scatter serially per plane.
+  const int64_t h = x.shape()[2], w = x.shape()[3];
+  const int64_t planes = x.shape()[0] * x.shape()[1], oh = y.shape()[2], ow = y.shape()[3];
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        const int64_t y0 = oy * p.stride_h - p.pad_top;
+        const int64_t x0 = ox * p.stride_w - p.pad_left;
+        int64_t best = -1;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t yy = std::max<int64_t>(y0, 0); yy < std::min(y0 + p.kernel_h, h); ++yy)
+          for (int64_t xx = std::max<int64_t>(x0, 0); xx < std::min(x0 + p.kernel_w, w); ++xx)
+            if (x[pl * h * w + yy * w + xx] > m || best < 0)
+              m = x[pl * h * w + yy * w + xx], best = pl * h * w + yy * w + xx;
+        if (best >= 0) dx[best] += dy[pl * oh * ow + oy * ow + ox];
+      }
+}
+
+/// Average pooling: each window's gradient spread evenly over the inputs it averaged.
+void avg_pool_backward(const PoolDesc& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                       Tensor& dx) {
+  const int64_t planes = x.shape()[0] * x.shape()[1];
+  const int64_t h = x.shape()[2], w = x.shape()[3], oh = y.shape()[2], ow = y.shape()[3];
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        const int64_t y0 = oy * p.stride_h - p.pad_top, x0 = ox * p.stride_w - p.pad_left;
+        const int64_t ya = std::max<int64_t>(y0, 0), yb = std::min(y0 + p.kernel_h, h);
+        const int64_t xa = std::max<int64_t>(x0, 0), xb = std::min(x0 + p.kernel_w, w);
+        const int64_t count = p.count_include_pad
+                                  ? (std::min(y0 + p.kernel_h, h + p.pad_bottom) - y0) *
+                                        (std::min(x0 + p.kernel_w, w + p.pad_right) - x0)
+                                  : (yb - ya) * (xb - xa);
+        const float g =
+            dy[pl * oh * ow + oy * ow + ox] / static_cast<float>(std::max<int64_t>(count, 1));
+        for (int64_t yy = ya; yy < yb; ++yy)
+          for (int64_t xx = xa; xx < xb; ++xx) dx[pl * h * w + yy * w + xx] += g;
+      }
+}
+
+/// Constant padding: the gradient of the inner (unpadded) rows.
+void pad_backward(const std::array<int64_t, 4>& pads, const Tensor& x, const Tensor& y,
+                  const Tensor& dy, Tensor& dx) {
+  const int64_t planes = x.shape()[0] * x.shape()[1], h = x.shape()[2], w = x.shape()[3];
+  const int64_t ow = y.shape()[3], oh = y.shape()[2];
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t r = 0; r < h; ++r)
+      std::copy(dy.data() + (pl * oh + r + pads[0]) * ow + pads[1],
+                dy.data() + (pl * oh + r + pads[0]) * ow + pads[1] + w,
+                dx.data() + (pl * h + r) * w);
+}
+
+/// Softmax over each item: dx = y * (dy - <y, dy>).
+void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  const int64_t b = y.shape()[0], s = y.shape().item_numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < b; ++i) {
+    double dot = 0;
+    for (int64_t e = 0; e < s; ++e) dot += double(y[i * s + e]) * dy[i * s + e];
+    for (int64_t e = 0; e < s; ++e)
+      dx[i * s + e] = static_cast<float>(y[i * s + e] * (dy[i * s + e] - dot));
+  }
+}
+
+/// A fixed per-channel affine map (no statistics): dx = scale * dy.
+void channel_scale_backward(const Tensor& scale, const Tensor& dy, Tensor& dx) {
+  const Planes p(dy);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < p.n; ++b)
+    for (int64_t k = 0; k < p.c; ++k)
+      for (int64_t i = 0; i < p.inner; ++i) {
+        const int64_t off = (b * p.c + k) * p.inner + i;
+        dx[off] = dy[off] * (scale.empty() ? 1.0f : scale[k]);
+      }
+}
+
+}  // namespace
+
 Tensor nonlinear_backward(const Node& n, const Tensor& x, const Tensor& y, const Tensor& dy) {
   Tensor dx(x.shape());
   const int64_t total = dy.numel();
@@ -101,52 +186,12 @@ Tensor nonlinear_backward(const Node& n, const Tensor& x, const Tensor& y, const
     case Op::identity:
       std::copy(dy.data(), dy.data() + total, dx.data());
       return dx;
-    case Op::max_pool: {
-      const Shape out{x.shape()[1], y.shape()[2], y.shape()[3]};
-      // Planes are independent; within one, windows may overlap: scatter serially per plane.
-      const int64_t h = x.shape()[2], w = x.shape()[3];
-      const int64_t planes = x.shape()[0] * x.shape()[1], oh = out[1], ow = out[2];
-#pragma omp parallel for schedule(static)
-      for (int64_t pl = 0; pl < planes; ++pl)
-        for (int64_t oy = 0; oy < oh; ++oy)
-          for (int64_t ox = 0; ox < ow; ++ox) {
-            const int64_t y0 = oy * n.pool.stride_h - n.pool.pad_top;
-            const int64_t x0 = ox * n.pool.stride_w - n.pool.pad_left;
-            int64_t best = -1;
-            float m = -std::numeric_limits<float>::infinity();
-            for (int64_t yy = std::max<int64_t>(y0, 0); yy < std::min(y0 + n.pool.kernel_h, h);
-                 ++yy)
-              for (int64_t xx = std::max<int64_t>(x0, 0); xx < std::min(x0 + n.pool.kernel_w, w);
-                   ++xx)
-                if (x[pl * h * w + yy * w + xx] > m || best < 0)
-                  m = x[pl * h * w + yy * w + xx], best = pl * h * w + yy * w + xx;
-            if (best >= 0) dx[best] += dy[pl * oh * ow + oy * ow + ox];
-          }
+    case Op::max_pool:
+      max_pool_backward(n.pool, x, y, dy, dx);
       return dx;
-    }
-    case Op::avg_pool: {
-      const Shape out{x.shape()[1], y.shape()[2], y.shape()[3]};
-      const PoolDesc& p = n.pool;
-      const int64_t planes = x.shape()[0] * x.shape()[1];
-      const int64_t h = x.shape()[2], w = x.shape()[3], oh = out[1], ow = out[2];
-#pragma omp parallel for schedule(static)
-      for (int64_t pl = 0; pl < planes; ++pl)
-        for (int64_t oy = 0; oy < oh; ++oy)
-          for (int64_t ox = 0; ox < ow; ++ox) {
-            const int64_t y0 = oy * p.stride_h - p.pad_top, x0 = ox * p.stride_w - p.pad_left;
-            const int64_t ya = std::max<int64_t>(y0, 0), yb = std::min(y0 + p.kernel_h, h);
-            const int64_t xa = std::max<int64_t>(x0, 0), xb = std::min(x0 + p.kernel_w, w);
-            const int64_t count = p.count_include_pad
-                                      ? (std::min(y0 + p.kernel_h, h + p.pad_bottom) - y0) *
-                                            (std::min(x0 + p.kernel_w, w + p.pad_right) - x0)
-                                      : (yb - ya) * (xb - xa);
-            const float g =
-                dy[pl * oh * ow + oy * ow + ox] / static_cast<float>(std::max<int64_t>(count, 1));
-            for (int64_t yy = ya; yy < yb; ++yy)
-              for (int64_t xx = xa; xx < xb; ++xx) dx[pl * h * w + yy * w + xx] += g;
-          }
+    case Op::avg_pool:
+      avg_pool_backward(n.pool, x, y, dy, dx);
       return dx;
-    }
     case Op::global_avg_pool: {
       const int64_t planes = x.shape()[0] * x.shape()[1], hw = x.shape()[2] * x.shape()[3];
 #pragma omp parallel for schedule(static)
@@ -154,38 +199,15 @@ Tensor nonlinear_backward(const Node& n, const Tensor& x, const Tensor& y, const
         for (int64_t i = 0; i < hw; ++i) dx[pl * hw + i] = dy[pl] / static_cast<float>(hw);
       return dx;
     }
-    case Op::pad: {
-      const int64_t planes = x.shape()[0] * x.shape()[1], h = x.shape()[2], w = x.shape()[3];
-      const int64_t ow = y.shape()[3], oh = y.shape()[2];
-      for (int64_t pl = 0; pl < planes; ++pl)
-        for (int64_t r = 0; r < h; ++r)
-          std::copy(dy.data() + (pl * oh + r + n.pads[0]) * ow + n.pads[1],
-                    dy.data() + (pl * oh + r + n.pads[0]) * ow + n.pads[1] + w,
-                    dx.data() + (pl * h + r) * w);
+    case Op::pad:
+      pad_backward(n.pads, x, y, dy, dx);
       return dx;
-    }
-    case Op::softmax: {
-      const int64_t b = y.shape()[0], s = y.shape().item_numel();
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < b; ++i) {
-        double dot = 0;
-        for (int64_t e = 0; e < s; ++e) dot += double(y[i * s + e]) * dy[i * s + e];
-        for (int64_t e = 0; e < s; ++e)
-          dx[i * s + e] = static_cast<float>(y[i * s + e] * (dy[i * s + e] - dot));
-      }
+    case Op::softmax:
+      softmax_backward(y, dy, dx);
       return dx;
-    }
-    case Op::batch_norm: {  // a fixed affine map (no statistics): dx = scale * dy
-      const Planes p(dy);
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < p.n; ++b)
-        for (int64_t k = 0; k < p.c; ++k)
-          for (int64_t i = 0; i < p.inner; ++i) {
-            const int64_t off = (b * p.c + k) * p.inner + i;
-            dx[off] = dy[off] * (n.scale.empty() ? 1.0f : n.scale[k]);
-          }
+    case Op::batch_norm:
+      channel_scale_backward(n.scale, dy, dx);
       return dx;
-    }
     case Op::input:
     case Op::conv:
     case Op::dense:

@@ -1,33 +1,19 @@
 // The only tensor type the accelerator accepts as data: a blinded mixture.
 //
-// Trust boundary in the types (docs/architecture.md): a BlindedT can only be made with a
-// BlindingKey, and a BlindingKey can only be made by the trusted encoders and by the
-// explicitly named unprotected baseline path (src/baselines/unprotected.h). Passing a plain
-// Tensor where the accelerator expects data is therefore a compile error.
+// Trust boundary in the types (docs/architecture.md): a BlindedT is made only by a
+// BlindingFactory, and only a class derived from BlindingFactory can use it. This layer
+// names no layer above it: deriving is how a class declares that it makes accelerator
+// data, and only three do: the codec's encoders (trusted/codec.h), Slalom's encoder
+// (baselines/slalom.h), and the explicitly named unprotected baseline path
+// (baselines/unprotected.h). Passing a plain Tensor where the accelerator expects data is
+// therefore a compile error.
 #pragma once
 
 #include "protocol/tensor.h"
 
 namespace darknight {
 
-namespace trusted {
-class Encoder;
-class TrainingEncoder;
-class SlalomEncoder;
-}  // namespace trusted
-namespace baselines {
-struct Unprotected;
-}  // namespace baselines
-
-/// Permission to wrap a tensor as blinded. Constructible only by its friends.
-class BlindingKey {
- private:
-  BlindingKey() = default;
-  friend class trusted::Encoder;
-  friend class trusted::TrainingEncoder;
-  friend class trusted::SlalomEncoder;
-  friend struct baselines::Unprotected;
-};
+class BlindingFactory;
 
 template <typename T>
 class BlindedT {
@@ -35,7 +21,6 @@ class BlindedT {
   using value_type = T;
   static constexpr DType kDType = dtype_of<T>();
 
-  BlindedT(BlindingKey, TensorT<T>&& mixtures) : t_(std::move(mixtures)) {}
   BlindedT(BlindedT&&) noexcept = default;
   BlindedT& operator=(BlindedT&&) noexcept = default;
 
@@ -47,10 +32,25 @@ class BlindedT {
   std::span<const T> span() const { return t_.span(); }
 
  private:
+  friend class BlindingFactory;
+  explicit BlindedT(TensorT<T>&& mixtures) : t_(std::move(mixtures)) {}
   TensorT<T> t_;
 };
 
 using Blinded = BlindedT<float>;
 using Blinded64 = BlindedT<double>;
+
+/// The one maker of BlindedT, for the classes derived from it (see the top of this file).
+class BlindingFactory {
+ protected:
+  BlindingFactory() = default;
+  ~BlindingFactory() = default;
+  /// Wraps `mixtures`, which the derived class has blinded (or, on the unprotected path,
+  /// says by its name that it has not), as accelerator data.
+  template <typename T>
+  static BlindedT<T> make_blinded(TensorT<T>&& mixtures) {
+    return BlindedT<T>(std::move(mixtures));
+  }
+};
 
 }  // namespace darknight

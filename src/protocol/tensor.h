@@ -10,8 +10,8 @@
 #include <utility>
 
 #include "protocol/error.h"
-#include "protocol/memory_meter.h"
 #include "protocol/shape.h"
+#include "protocol/storage.h"
 
 namespace darknight {
 
@@ -31,61 +31,6 @@ constexpr DType dtype_of() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "f32 or f64 only");
   return std::is_same_v<T, float> ? DType::f32 : DType::f64;
 }
-
-namespace detail {
-constexpr size_t kTensorAlignment = 64;
-void* aligned_alloc_bytes(size_t bytes);  // throws std::bad_alloc; nullptr for 0 bytes
-struct AlignedFree {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
-/// Overwrites memory in a way the compiler may not elide.
-void secure_zero(void* p, size_t bytes) noexcept;
-
-/// Owning storage of a tensor: charges the meter current at allocation until freed, and
-/// wipes its bytes on free when asked to (secrets: noise, coefficients, plaintext).
-class Storage {
- public:
-  Storage() = default;
-  explicit Storage(size_t bytes)
-      : p_(aligned_alloc_bytes(bytes)), bytes_(bytes), meter_(current_meter()) {
-    if (meter_) meter_->add(static_cast<int64_t>(bytes_));
-  }
-  Storage(Storage&& o) noexcept
-      : p_(std::exchange(o.p_, nullptr)),
-        bytes_(std::exchange(o.bytes_, 0)),
-        meter_(std::exchange(o.meter_, nullptr)),
-        wipe_(std::exchange(o.wipe_, false)) {}
-  Storage& operator=(Storage&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = std::exchange(o.p_, nullptr), bytes_ = std::exchange(o.bytes_, 0);
-      meter_ = std::exchange(o.meter_, nullptr), wipe_ = std::exchange(o.wipe_, false);
-    }
-    return *this;
-  }
-  ~Storage() { release(); }
-  void* get() const { return p_; }
-  void set_wipe_on_free() { wipe_ = true; }
-  /// Stops charging the meter (for memory handed out of the metered scope).
-  void detach_meter() noexcept {
-    if (meter_) meter_->sub(static_cast<int64_t>(bytes_));
-    meter_ = nullptr;
-  }
-
- private:
-  void release() noexcept {
-    if (!p_) return;
-    if (wipe_) secure_zero(p_, bytes_);
-    if (meter_) meter_->sub(static_cast<int64_t>(bytes_));
-    std::free(p_);
-    p_ = nullptr;
-  }
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
-  MemoryMeter* meter_ = nullptr;
-  bool wipe_ = false;
-};
-}  // namespace detail
 
 template <typename T>
 class TensorT {
@@ -123,11 +68,18 @@ class TensorT {
   TensorT(const TensorT&) = delete;
   TensorT& operator=(const TensorT&) = delete;
 
-  TensorT clone() const { return TensorT(shape_, span()); }
-  /// Element-wise conversion to another element type.
+  /// A copy; it wipes on free when this tensor does.
+  TensorT clone() const {
+    TensorT out(shape_, span());
+    if (wipes_on_free()) out.set_wipe_on_free();
+    return out;
+  }
+  /// Element-wise conversion to another element type; it wipes on free when this tensor
+  /// does.
   template <typename U>
   TensorT<U> cast() const {
     auto out = TensorT<U>::uninitialized(shape_);
+    if (wipes_on_free()) out.set_wipe_on_free();
     for (int64_t i = 0; i < numel(); ++i) out.data()[i] = static_cast<U>(data()[i]);
     return out;
   }
@@ -163,8 +115,10 @@ class TensorT {
     shape_ = shape;
   }
 
-  /// Zeroes the bytes when the tensor is freed (for secrets).
+  /// Zeroes the bytes when the tensor is freed (for secrets: protocol/storage.h). Moves,
+  /// clone() and cast() keep the mark; a reassigned tensor takes its new value's.
   void set_wipe_on_free() { data_.set_wipe_on_free(); }
+  bool wipes_on_free() const { return data_.wipes_on_free(); }
   /// No longer charged to the meter it was allocated under (the caller takes it out of
   /// that meter's scope, e.g. a runtime's output; the meter may not outlive it).
   void detach_meter() noexcept { data_.detach_meter(); }

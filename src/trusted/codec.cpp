@@ -1,17 +1,16 @@
 #include "trusted/codec.h"
 
+#include "trusted/secret_eigen.h"
 #include "trusted/secrets.h"
 
 #include <sodium.h>
 
-#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 
 namespace darknight::trusted {
 namespace {
 
-constexpr int64_t kTile = 2048;  // elements per parallel work item in encode/decode
 constexpr int64_t kBlock = 256;  // elements per accumulator block (in L1)
 
 // The codec's inner loops, compiled twice (AVX2 + FMA, and the x86-64 baseline) and
@@ -81,24 +80,26 @@ void CodecOptions::validate() const {
            redundancy);
 }
 
-Mixing::Mixing(int k, int extra, std::vector<double> a) : k_(k), extra_(extra), a_(std::move(a)) {
-  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+Mixing::Mixing(int k, int extra, SecretBuffer<double> a)
+    : k_(k),
+      extra_(extra),
+      a_(std::move(a)),
+      inv_(int64_t{k + 1} * (k + 1 + extra), Metered::no),
+      null_(int64_t{extra} * (k + 1 + extra), Metered::no) {
   const int n = k + 1, m = k + 1 + extra;
-  Eigen::Map<const Mat> A(a_.data(), m, n);
-  Eigen::JacobiSVD<Mat> svd(A, Eigen::ComputeFullU | Eigen::ComputeThinV);
+  const SecretSvd svd(Eigen::Map<const Mat>(a_.data(), m, n),
+                      Eigen::ComputeFullU | Eigen::ComputeThinV);
   const auto& s = svd.singularValues();
   DK_CHECK(s(n - 1) > 1e-12 * s(0), "mixing matrix is singular (condition number {})",
            s(0) / s(n - 1));
   cond_ = s(0) / s(n - 1);
-  inv_.resize(static_cast<size_t>(n * m));
-  Eigen::Map<Mat>(inv_.data(), n, m) =
-      svd.matrixV() * s.cwiseInverse().asDiagonal() * svd.matrixU().leftCols(n).transpose();
-  null_.resize(static_cast<size_t>(extra * m));
+  // inv = V S^-1 U[:, 0..n]^T, with V S^-1 evaluated first, as Eigen would.
+  const auto vs = svd.matrixV() * s.cwiseInverse().asDiagonal();
+  SecretMatrix<decltype(vs)::PlainObject> v_over_s(n, n);
+  v_over_s = vs;
+  assign_via_secret(Eigen::Map<Mat>(inv_.data(), n, m),
+                    v_over_s * svd.matrixU().leftCols(n).transpose());
   Eigen::Map<Mat>(null_.data(), extra, m) = svd.matrixU().rightCols(extra).transpose();
-}
-
-Coefficients::~Coefficients() {
-  if (!m_.empty()) sodium_memzero(m_.data(), m_.size() * sizeof(double));
 }
 
 std::unique_ptr<Coefficients> Mixing::mixing() const {
@@ -115,34 +116,29 @@ std::unique_ptr<Coefficients> Mixing::unmixing() const {
   return c;
 }
 
-Mixing::~Mixing() {
-  if (!a_.empty()) sodium_memzero(a_.data(), a_.size() * sizeof(double));
-  if (!inv_.empty()) sodium_memzero(inv_.data(), inv_.size() * sizeof(double));
-  if (!null_.empty()) sodium_memzero(null_.data(), null_.size() * sizeof(double));
-}
-
 std::unique_ptr<Mixing> Mixing::draw(int k, double scale, Csprng& rng, int extra) {
-  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   DK_CHECK(extra >= 0 && extra <= 1, "redundant mixtures must be 0 or 1, got {}", extra);
   const int n = k + 1, m = k + 1 + extra;
-  Mat g(m, m);
+  SecretMatrix<> g(m, m);
   rng.gaussian(g.data(), m * m, 0.0, 1.0);
-  Eigen::HouseholderQR<Mat> qr(g);
-  Mat q = qr.householderQ();
-  const Mat r = qr.matrixQR().triangularView<Eigen::Upper>();
+  const SecretQr qr(g);
+  SecretMatrix<> q(m, m);
+  SecretMatrix<Eigen::VectorXd> workspace(m, 1);
+  qr.householderQ().evalTo(q.map(), workspace.map());
   for (int j = 0; j < m; ++j)
-    if (r(j, j) < 0) q.col(j) *= -1.0;  // Haar measure (Mezzadri 2007)
-  std::vector<double> a(static_cast<size_t>(m * n));
+    if (qr.matrixQR()(j, j) < 0) q.col(j) *= -1.0;  // Haar measure (Mezzadri 2007)
+  SecretBuffer<double> a(int64_t{m} * n, Metered::no);
   Eigen::Map<Mat>(a.data(), m, n) = scale * q.leftCols(n);
-  sodium_memzero(g.data(), sizeof(double) * static_cast<size_t>(m * m));
-  sodium_memzero(q.data(), sizeof(double) * static_cast<size_t>(m * m));
   return std::unique_ptr<Mixing>(new Mixing(k, extra, std::move(a)));
 }
 
 std::unique_ptr<Mixing> Mixing::from_matrix(int k, std::vector<double> a, int extra) {
   DK_CHECK(static_cast<int>(a.size()) == (k + 1 + extra) * (k + 1),
            "mixing matrix needs {} entries", (k + 1 + extra) * (k + 1));
-  return std::unique_ptr<Mixing>(new Mixing(k, extra, std::move(a)));
+  SecretBuffer<double> secret(static_cast<int64_t>(a.size()), Metered::no);
+  std::copy(a.begin(), a.end(), secret.data());
+  darknight::detail::secure_zero(a.data(), a.size() * sizeof(double));
+  return std::unique_ptr<Mixing>(new Mixing(k, extra, std::move(secret)));
 }
 
 std::vector<int> split_virtual_batches(int64_t items, int k) {
@@ -199,7 +195,7 @@ void Encoder::mix(const Tensor& src, const CoefficientList& c, bool noise,
           const int64_t tl = std::min(len, t0 + kTile) - t0;
           mix_tile(cv.row(j), kv, x + e0 + t0, s, noise ? r + t0 : nullptr, out + j * len + t0, tl);
         }
-      sink(BlindedT<T>(BlindingKey{}, std::move(rows)), mix, e0);
+      sink(make_blinded(std::move(rows)), mix, e0);
       e0 += len;
     }
     item += kv;
@@ -277,7 +273,7 @@ BlindedT<T> Encoder::encode(const Tensor& src, MixingList& secrets) {
       std::copy(rows.data() + r * len, rows.data() + (r + 1) * len,
                 out.data() + (first + r) * s + e0);
   });
-  return BlindedT<T>(BlindingKey{}, std::move(out));
+  return make_blinded(std::move(out));
 }
 
 template <typename T>

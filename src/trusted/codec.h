@@ -48,31 +48,30 @@ struct CodecOptions {
   void validate() const;
 };
 
-/// A secret coefficient matrix, row-major, wiped when destroyed. Neither copyable nor
-/// movable (no copy of a secret is left behind): lists hold it by unique_ptr.
+/// A secret coefficient matrix, row-major, in secret storage (wiped when freed). Neither
+/// copyable nor movable: lists hold it by unique_ptr.
 class Coefficients {
  public:
   Coefficients(int rows, int cols)
-      : rows_(rows), cols_(cols), m_(static_cast<size_t>(rows * cols), 0.0) {}
+      : rows_(rows), cols_(cols), m_(int64_t{rows} * cols, Metered::no) {}
   Coefficients(const Coefficients&) = delete;
   Coefficients& operator=(const Coefficients&) = delete;
   Coefficients(Coefficients&&) = delete;
   Coefficients& operator=(Coefficients&&) = delete;
-  ~Coefficients();
   int rows() const { return rows_; }
   int cols() const { return cols_; }
-  double& operator()(int r, int c) { return m_[static_cast<size_t>(r * cols_ + c)]; }
-  double operator()(int r, int c) const { return m_[static_cast<size_t>(r * cols_ + c)]; }
-  const double* row(int r) const { return m_.data() + static_cast<size_t>(r * cols_); }
+  double& operator()(int r, int c) { return m_[int64_t{r} * cols_ + c]; }
+  double operator()(int r, int c) const { return m_[int64_t{r} * cols_ + c]; }
+  const double* row(int r) const { return m_.data() + int64_t{r} * cols_; }
 
  private:
   int rows_ = 0, cols_ = 0;
-  std::vector<double> m_;
+  SecretBuffer<double> m_;
 };
 using CoefficientList = std::vector<std::unique_ptr<Coefficients>>;
 
-/// The secret coefficients of one virtual batch at one layer. Wiped when destroyed; neither
-/// copyable nor movable.
+/// The secret coefficients of one virtual batch at one layer, in secret storage (wiped when
+/// freed). Neither copyable nor movable.
 /// A is (k+1+extra) x (k+1): one row per mixture, one column per input and the noise. With
 /// extra = 1 the (k+2)-th mixture is redundant (the paper's integrity check, section 3.3):
 /// the outputs then satisfy sum_j c_j ybar_j = 0 for the null vector c of A^T.
@@ -89,7 +88,7 @@ class Mixing {
   Mixing& operator=(const Mixing&) = delete;
   Mixing(Mixing&&) = delete;
   Mixing& operator=(Mixing&&) = delete;
-  ~Mixing();
+  ~Mixing() = default;
 
   int k() const { return k_; }
   /// Unknowns per virtual batch: the k inputs and the noise.
@@ -97,11 +96,11 @@ class Mixing {
   /// Mixtures sent: n() + extra.
   int mixtures() const { return k_ + 1 + extra_; }
   int extra() const { return extra_; }
-  double a(int j, int i) const { return a_[static_cast<size_t>(j * n() + i)]; }
+  double a(int j, int i) const { return a_[j * n() + i]; }
   /// A's pseudo-inverse (n x mixtures; the inverse when extra = 0).
-  double inv(int i, int j) const { return inv_[static_cast<size_t>(i * mixtures() + j)]; }
+  double inv(int i, int j) const { return inv_[i * mixtures() + j]; }
   /// Unit null vectors of A^T (extra of them): sum_j null(r, j) A[j, i] = 0.
-  double null(int r, int j) const { return null_[static_cast<size_t>(r * mixtures() + j)]; }
+  double null(int r, int j) const { return null_[r * mixtures() + j]; }
   double condition_number() const { return cond_; }
   /// A, the mixing of the k inputs and the noise (the last column).
   std::unique_ptr<Coefficients> mixing() const;
@@ -109,10 +108,10 @@ class Mixing {
   std::unique_ptr<Coefficients> unmixing() const;
 
  private:
-  Mixing(int k, int extra, std::vector<double> a);
+  Mixing(int k, int extra, SecretBuffer<double> a);
   int k_ = 0, extra_ = 0;
   double cond_ = 0;
-  std::vector<double> a_, inv_, null_;
+  SecretBuffer<double> a_, inv_, null_;
 };
 /// The secrets of a call's virtual batches, in order.
 using MixingList = std::vector<std::unique_ptr<Mixing>>;
@@ -137,12 +136,15 @@ using OutputFetch = std::function<void(TensorT<T>& rows, int64_t first, int64_t 
 
 /// Lengths of the pieces an item of `numel` elements is streamed in.
 std::vector<int64_t> stream_pieces(int64_t numel, int64_t tile);
+/// Elements per parallel work item of encoding and decoding.
+inline constexpr int64_t kTile = 2048;
 
 class SecretSource;
 class DirectSource;
 
-/// The inference encoder. Its generic mix/unmix also serve the training encoder.
-class Encoder {
+/// The inference encoder. Its generic mix/unmix also serve the training encoder. One of the
+/// makers of accelerator data (protocol/blinded.h).
+class Encoder : protected BlindingFactory {
  public:
   /// Draws coefficients and noise from `rng` when needed.
   Encoder(const CodecOptions& opts, Csprng& rng);

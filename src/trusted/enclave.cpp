@@ -30,19 +30,25 @@ std::string short_hex(const Bytes32& k) {
   return data::to_hex(k.data(), 8) + "..";
 }
 
-/// Wipes a stack buffer however the scope is left.
-struct WipeOnExit {
-  void* p;
-  size_t n;
-  ~WipeOnExit() { sodium_memzero(p, n); }
-};
+/// Secret bytes, zeroed.
+SecretBytes secret_bytes(size_t n) {
+  return SecretBytes(static_cast<int64_t>(n), Metered::no);
+}
 
-Result<std::vector<unsigned char>> read_all(const std::string& path) {
+/// The whole of `path`, in a std::vector, or in secret storage for a file that holds keys.
+template <typename Bytes>
+Result<Bytes> read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return Status::error(fmt::format("cannot open {}", path));
-  std::vector<unsigned char> bytes(static_cast<size_t>(f.tellg()));
+  const auto n = static_cast<size_t>(f.tellg());
+  Bytes bytes = [&] {
+    if constexpr (std::is_same_v<Bytes, SecretBytes>)
+      return secret_bytes(n);
+    else
+      return Bytes(n);
+  }();
   f.seekg(0);
-  if (!f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())))
+  if (!f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(n)))
     return Status::error(fmt::format("cannot read {}", path));
   return bytes;
 }
@@ -72,13 +78,6 @@ bool create_exclusive(const std::string& path, const unsigned char* bytes, size_
 }
 
 }  // namespace
-
-SecretBytes::SecretBytes(size_t n) : p_(new unsigned char[n == 0 ? 1 : n]()), n_(n) {}
-
-SecretBytes::~SecretBytes() {
-  sodium_memzero(p_, n_);
-  delete[] p_;
-}
 
 std::string default_home() {
   if (const char* h = std::getenv("DARKNIGHT_HOME"); h && *h) return h;
@@ -114,22 +113,20 @@ Platform::Platform(const std::string& home) {
   ensure_home(home);
   const std::string path = home + "/platform.key";
   if (!fs::exists(path)) {
-    unsigned char fresh[kPlatformFileBytes];
-    WipeOnExit wipe{fresh, sizeof fresh};
-    std::memcpy(fresh, kPlatformMagic, 8);
-    randombytes_buf(fresh + 8, 64);
-    create_exclusive(path, fresh, sizeof fresh);  // or another process won the race
+    SecretBytes fresh = secret_bytes(kPlatformFileBytes);
+    std::memcpy(fresh.data(), kPlatformMagic, 8);
+    randombytes_buf(fresh.data() + 8, 64);
+    create_exclusive(path, fresh.data(), fresh.bytes());  // or another process won the race
   }
   struct stat st {};
   DK_CHECK(stat(path.c_str(), &st) == 0, "cannot open {}", path);
   DK_CHECK((st.st_mode & 077) == 0,
            "{} is readable by others (mode {:o}): the platform key must be private (chmod 600)",
            path, st.st_mode & 0777);
-  auto bytes = read_all(path);
+  auto bytes = read_all<SecretBytes>(path);
   DK_CHECK(bytes.ok(), "{}", bytes.status().message());
-  std::vector<unsigned char>& b = bytes.value();
-  WipeOnExit wipe{b.data(), b.size()};
-  DK_CHECK(b.size() == kPlatformFileBytes && std::memcmp(b.data(), kPlatformMagic, 8) == 0,
+  const SecretBytes& b = bytes.value();
+  DK_CHECK(b.bytes() == kPlatformFileBytes && std::memcmp(b.data(), kPlatformMagic, 8) == 0,
            "{} is not a DarKnight platform key file", path);
   crypto_sign_seed_keypair(public_key_.data(), signing_key_.data(), b.data() + 8);
   std::memcpy(sealing_secret_.data(), b.data() + 40, 32);
@@ -164,9 +161,8 @@ Enclave::Enclave(const std::string& home, const Bytes32& measurement)
 
 void Enclave::load_or_create_key(const std::string& home) {
   const std::string path = home + "/enclave-" + data::to_hex(measurement_) + ".key";
-  unsigned char key[32];
-  WipeOnExit wipe_key{key, sizeof key};
-  platform_.sealing_key(measurement_, key);
+  SecretBytes key = secret_bytes(32);
+  platform_.sealing_key(measurement_, key.data());
   auto ad = [&](const unsigned char* pk) {
     std::vector<unsigned char> a(8 + measurement_.size() + 32);
     std::memcpy(a.data(), kEnclaveKeyMagic, 8);
@@ -176,20 +172,20 @@ void Enclave::load_or_create_key(const std::string& home) {
   };
   if (!fs::exists(path)) {  // first use: a fresh key pair, sealed
     unsigned char file[kEnclaveKeyFileBytes];
-    unsigned char pk[32], sk[32];
-    WipeOnExit wipe_sk{sk, sizeof sk};
-    crypto_kx_keypair(pk, sk);
+    unsigned char pk[32];
+    SecretBytes sk = secret_bytes(32);
+    crypto_kx_keypair(pk, sk.data());
     std::memcpy(file, kEnclaveKeyMagic, 8);
     std::memcpy(file + 8, pk, 32);
     unsigned char* nonce = file + 40;
     randombytes_buf(nonce, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
     const auto a = ad(pk);
     crypto_aead_xchacha20poly1305_ietf_encrypt(nonce + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-                                               nullptr, sk, sizeof sk, a.data(), a.size(), nullptr,
-                                               nonce, key);
+                                               nullptr, sk.data(), sk.bytes(), a.data(), a.size(),
+                                               nullptr, nonce, key.data());
     create_exclusive(path, file, sizeof file);  // or another process won the race
   }
-  auto bytes = read_all(path);
+  auto bytes = read_all<std::vector<unsigned char>>(path);
   DK_CHECK(bytes.ok(), "{}", bytes.status().message());
   const std::vector<unsigned char>& b = bytes.value();
   DK_CHECK(b.size() == kEnclaveKeyFileBytes && std::memcmp(b.data(), kEnclaveKeyMagic, 8) == 0,
@@ -201,7 +197,8 @@ void Enclave::load_or_create_key(const std::string& home) {
   DK_CHECK(
       crypto_aead_xchacha20poly1305_ietf_decrypt(
           secret_key_.data(), &len, nullptr, nonce + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-          32 + crypto_aead_xchacha20poly1305_ietf_ABYTES, a.data(), a.size(), nonce, key) == 0 &&
+          32 + crypto_aead_xchacha20poly1305_ietf_ABYTES, a.data(), a.size(), nonce,
+          key.data()) == 0 &&
           len == 32,
       "cannot unseal the enclave key {}: it was sealed under another platform key, or "
       "altered",
@@ -225,7 +222,7 @@ data::AttestationReport Enclave::report(const std::vector<unsigned char>& nonce)
 
 Result<data::Dataset> Enclave::open_sealed(const std::string& path, data::Split split,
                                            int64_t limit) const {
-  auto read = read_all(path);
+  auto read = read_all<std::vector<unsigned char>>(path);
   if (!read.ok()) return read.status();
   const std::vector<unsigned char>& file = read.value();
   auto fail = [&](const std::string& why) { return Status::error(path + ": " + why); };
@@ -249,18 +246,17 @@ Result<data::Dataset> Enclave::open_sealed(const std::string& path, data::Split 
     return fail(fmt::format("{} unexpected bytes after the last of {} chunks (an appended chunk?)",
                             file.size() - h.file_size(), h.chunk_count));
 
-  unsigned char key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
-  WipeOnExit wipe_key{key, sizeof key};
+  SecretBytes key = secret_bytes(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
   {
-    unsigned char rx[crypto_kx_SESSIONKEYBYTES], tx[crypto_kx_SESSIONKEYBYTES];
-    WipeOnExit wipe_rx{rx, sizeof rx}, wipe_tx{tx, sizeof tx};
-    if (crypto_kx_server_session_keys(rx, tx, public_key_.data(), secret_key_.data(),
+    SecretBytes rx = secret_bytes(crypto_kx_SESSIONKEYBYTES);
+    SecretBytes tx = secret_bytes(crypto_kx_SESSIONKEYBYTES);
+    if (crypto_kx_server_session_keys(rx.data(), tx.data(), public_key_.data(), secret_key_.data(),
                                       h.ephemeral_public_key.data()) != 0)
       return fail("the sealer's public key is not a usable X25519 key");
-    data::file_key_from_session(rx, key);
+    data::file_key_from_session(rx.data(), key.data());
   }
   // Every chunk is authenticated before any byte of the payload is decoded.
-  SecretBytes plain(static_cast<size_t>(h.plaintext_bytes));
+  SecretBytes plain = secret_bytes(static_cast<size_t>(h.plaintext_bytes));
   for (uint64_t i = 0; i < h.chunk_count; ++i) {
     const unsigned char* frame = file.data() + h.frame_offset(i);
     uint64_t index = 0;
@@ -281,13 +277,13 @@ Result<data::Dataset> Enclave::open_sealed(const std::string& path, data::Split 
     const uint64_t size = h.plain_size(i);
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(
             plain.data() + i * h.chunk_bytes, nullptr, nullptr, frame + data::kChunkFrameBytes,
-            size + data::kChunkTagBytes, ad.data(), ad.size(), nonce.data(), key) != 0)
+            size + data::kChunkTagBytes, ad.data(), ad.size(), nonce.data(), key.data()) != 0)
       return fail(fmt::format(
           "authentication failed at chunk {} of {}: the file was altered (tampered), or was "
           "not sealed with this enclave's key",
           i, h.chunk_count));
   }
-  auto d = data::decode_payload(plain.data(), plain.size(), split, limit);
+  auto d = data::decode_payload(plain.data(), plain.bytes(), split, limit);
   if (!d.ok()) return fail(d.status().message());
   return d;
 }

@@ -15,28 +15,15 @@
 #include <vector>
 
 #include "data/sealed_file.h"
+#include "protocol/storage.h"
 
 namespace darknight::trusted {
 
 using data::Bytes32;
 
-/// Secret bytes: wiped (sodium_memzero) when freed; neither copyable nor movable.
-class SecretBytes {
- public:
-  explicit SecretBytes(size_t n);
-  ~SecretBytes();
-  SecretBytes(const SecretBytes&) = delete;
-  SecretBytes& operator=(const SecretBytes&) = delete;
-  SecretBytes(SecretBytes&&) = delete;
-  SecretBytes& operator=(SecretBytes&&) = delete;
-  unsigned char* data() { return p_; }
-  const unsigned char* data() const { return p_; }
-  size_t size() const { return n_; }
-
- private:
-  unsigned char* p_;
-  size_t n_;
-};
+/// Keys and decrypted data: secret storage (protocol/storage.h), wiped when freed, outside
+/// the trusted memory meter.
+using SecretBytes = SecretBuffer<unsigned char>;
 
 /// DARKNIGHT_HOME, or ~/.darknight.
 std::string default_home();
@@ -68,8 +55,8 @@ class Platform {
 
  private:
   Bytes32 public_key_{};
-  SecretBytes signing_key_{64};     ///< crypto_sign secret key (seed and public key)
-  SecretBytes sealing_secret_{32};  ///< root of every enclave's sealing key
+  SecretBytes signing_key_{64, Metered::no};     ///< crypto_sign secret key (seed and public key)
+  SecretBytes sealing_secret_{32, Metered::no};  ///< root of every enclave's sealing key
 };
 
 /// The enclave of one measurement on one platform.
@@ -108,7 +95,7 @@ class Enclave {
   Bytes32 measurement_{};
   Platform platform_;
   Bytes32 public_key_{};
-  SecretBytes secret_key_{32};  ///< X25519
+  SecretBytes secret_key_{32, Metered::no};  ///< X25519
 };
 
 }  // namespace darknight::trusted

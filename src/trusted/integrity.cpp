@@ -120,39 +120,11 @@ IntegrityMode parse_integrity_mode(const std::string& s) {
 }
 
 Geometry Geometry::of(const nn::Node& node, const Shape& in_item) {
+  if (node.op == nn::Op::conv) return Geometry{ConvGeometry(node.conv, in_item)};
   Geometry g;
-  if (node.op == nn::Op::conv) {
-    const accel::ConvDesc& d = node.conv;
-    g.c = in_item[0], g.h = in_item[1], g.w = in_item[2];
-    g.o = node.shape[0], g.oh = node.shape[1], g.ow = node.shape[2];
-    g.kh = d.kernel_h, g.kw = d.kernel_w, g.sh = d.stride_h, g.sw = d.stride_w;
-    g.pt = d.pad_top, g.pl = d.pad_left, g.dh = d.dilation_h, g.dw = d.dilation_w;
-    g.groups = d.groups;
-  } else {
-    g.c = in_item.numel();
-    g.o = node.dense.out_features;
-  }
+  g.c = in_item.numel();
+  g.o = node.dense.out_features;
   return g;
-}
-
-Geometry::Taps Geometry::taps(bool rows, bool from_input) const {
-  const int64_t in = rows ? h : w, out = rows ? oh : ow, k = rows ? kh : kw;
-  const int64_t stride = rows ? sh : sw, pad = rows ? pt : pl, dil = rows ? dh : dw;
-  Taps t;
-  t.start.push_back(0);
-  for (int64_t i = 0; i < (from_input ? in : out); ++i) {
-    for (int64_t kk = 0; kk < k; ++kk) {
-      if (from_input) {
-        const int64_t n = i + pad - kk * dil;
-        if (n >= 0 && n % stride == 0 && n / stride < out) t.at.push_back({kk, n / stride});
-      } else {
-        const int64_t r = i * stride - pad + kk * dil;
-        if (r >= 0 && r < in) t.at.push_back({kk, r});
-      }
-    }
-    t.start.push_back(static_cast<int64_t>(t.at.size()));
-  }
-  return t;
 }
 
 WeightDigest::WeightDigest(const Tensor& w, int64_t groups, IntegrityMode mode, Csprng& rng) {
@@ -211,7 +183,7 @@ int MixingView::virtual_batch_of(int64_t first) const {
   throw Error(fmt::format("integrity: no virtual batch starts at mixture {}", first));
 }
 
-ForwardCheck::ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
+ForwardCheck::ForwardCheck(IntegrityMode mode, const ConvGeometry& g, const WeightDigest& digest,
                            MixingView secrets, int64_t mixtures, DType precision)
     : mode_(mode),
       g_(g),
@@ -433,7 +405,7 @@ bool TrainDigest::verify_step(const Tensor& w, const Tensor& v, const SgdParams&
   return true;
 }
 
-BackwardDataCheck::BackwardDataCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures,
+BackwardDataCheck::BackwardDataCheck(const ConvGeometry& g, const TrainDigest& d, int64_t mixtures,
                                      DType precision)
     : g_(g), th_(g.taps(true, false)), tw_(g.taps(false, false)), d_(d), mixtures_(mixtures) {
   bound_ = kLambda * std::sqrt(double(g.o / g.groups * g.kh * g.kw)) * unit_roundoff(precision);
@@ -517,7 +489,7 @@ bool BackwardDataCheck::above_tolerance(const Tensor64& e) const {
   return false;
 }
 
-WeightGradCheck::WeightGradCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures,
+WeightGradCheck::WeightGradCheck(const ConvGeometry& g, const TrainDigest& d, int64_t mixtures,
                                  DType precision)
     : g_(g),
       th_(g.taps(true, false)),
@@ -634,7 +606,7 @@ bool WeightGradCheck::above_tolerance(const Tensor64& e) const {
   return false;
 }
 
-RedundantDataCheck::RedundantDataCheck(const Geometry& g, const WeightDigest& d,
+RedundantDataCheck::RedundantDataCheck(const ConvGeometry& g, const WeightDigest& d,
                                        const TrainingMixingList& secrets, int64_t mixtures,
                                        DType precision)
     : g_(g), d_(d), secrets_(secrets), max_in_(Shape{mixtures}) {
@@ -683,10 +655,9 @@ bool RedundantDataCheck::above_tolerance(const Tensor64& e) const {
   return false;
 }
 
-GradPairCheck::GradPairCheck(const Geometry& g, int64_t mixtures, int per_batch, DType precision)
-    : g_(g),
-      x_sq_(Shape{g.c}),
-      d_sq_(Shape{2, g.o}) {
+GradPairCheck::GradPairCheck(const ConvGeometry& g, int64_t mixtures, int per_batch,
+                             DType precision)
+    : g_(g), x_sq_(Shape{g.c}), d_sq_(Shape{2, g.o}) {
   bound_ = (kLambda * std::sqrt(double(mixtures * g.oh * g.ow)) + 2) * unit_roundoff(precision) +
            double(per_batch * per_batch) * std::ldexp(1.0, -53);
 }
@@ -734,35 +705,12 @@ bool GradPairCheck::above_tolerance(const Tensor64& e) const {
   return false;
 }
 
-Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src) {
-  const int64_t m = src.shape()[0], p = g.oh * g.ow, cg = g.c / g.groups, og = g.o / g.groups;
-  const int64_t in_item = g.c * g.h * g.w;
-  DK_CHECK(src.shape().item_numel() == in_item, "trusted_linear: items of {} values for {}",
-           src.shape().item_numel(), in_item);
-  Tensor out(Shape{m, g.o * p});
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < m; ++n)
-    for (int64_t o = 0; o < g.o; ++o) {
-      const float* x = src.data() + n * in_item;
-      const float* wo = w.data() + o * cg * g.kh * g.kw;
-      const int64_t c0 = o / og * cg;
-      for (int64_t oh = 0; oh < g.oh; ++oh)
-        for (int64_t ow = 0; ow < g.ow; ++ow) {
-          double acc = 0;
-          for (int64_t c = 0; c < cg; ++c)
-            for (int64_t kh = 0; kh < g.kh; ++kh) {
-              const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
-              if (ih < 0 || ih >= g.h) continue;
-              for (int64_t kw = 0; kw < g.kw; ++kw) {
-                const int64_t iw = ow * g.sw - g.pl + kw * g.dw;
-                if (iw < 0 || iw >= g.w) continue;
-                acc +=
-                    double(wo[(c * g.kh + kh) * g.kw + kw]) * x[((c0 + c) * g.h + ih) * g.w + iw];
-              }
-            }
-          out[n * g.o * p + o * p + oh * g.ow + ow] = static_cast<float>(acc);
-        }
-    }
+Tensor trusted_linear(const ConvGeometry& g, const Tensor& w, const Tensor& src) {
+  const int64_t m = src.shape()[0];
+  DK_CHECK(src.shape().item_numel() == g.in_numel(), "trusted_linear: items of {} values for {}",
+           src.shape().item_numel(), g.in_numel());
+  Tensor out(Shape{m, g.out_numel()});
+  reference::conv_forward(g, m, src.data(), w.data(), out.data(), /*parallel=*/true);
   return out;
 }
 

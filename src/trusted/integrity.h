@@ -45,6 +45,7 @@
 #include "accel/backend.h"
 #include "nn/graph.h"
 #include "protocol/blinded.h"
+#include "protocol/linear.h"
 #include "protocol/sgd.h"
 #include "trusted/codec.h"
 #include "trusted/random.h"
@@ -132,24 +133,11 @@ class CheckObserver {
 /// its decoded items, columns: its mixtures), `e` [mixtures, ...] -> [items, ...].
 Tensor64 apply_decode(const CoefficientList& d, const Tensor64& e, bool absolute);
 
-/// The shape of a linear layer as the checks see it: a convolution; a dense layer is a
-/// 1x1 convolution of a [I, 1, 1] item.
-struct Geometry {
-  int64_t c = 0, h = 1, w = 1;    ///< input item
-  int64_t o = 0, oh = 1, ow = 1;  ///< output item
-  int64_t kh = 1, kw = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1, groups = 1;
+/// A graph node's linear layer as the checks see it: its ConvGeometry (protocol/linear.h; a
+/// dense layer is a 1x1 convolution of a [I, 1, 1] item), made from the node and its input
+/// item (which protocol/ cannot name).
+struct Geometry : ConvGeometry {
   static Geometry of(const nn::Node& node, const Shape& in_item);
-  int64_t fan_in() const { return c / groups * kh * kw; }
-
-  /// Which kernel taps connect input and output rows (or columns), as lists per row:
-  /// at[start[i]..start[i+1]) holds (kernel row, other row) pairs for row i, where
-  /// out * stride - pad + k * dilation == in. From the input side (for each input row the
-  /// output rows it reaches) or the output side.
-  struct Taps {
-    std::vector<int64_t> start;
-    std::vector<std::array<int64_t, 2>> at;
-  };
-  Taps taps(bool rows, bool from_input) const;
 };
 
 /// What the trusted side keeps of a linear layer's weights to check results and to verify
@@ -206,7 +194,7 @@ class ForwardCheck {
  public:
   /// `secrets` (filled by the encoder before the first on_output) gives the virtual
   /// batches; `precision` the accelerator's element type.
-  ForwardCheck(IntegrityMode mode, const Geometry& g, const WeightDigest& digest,
+  ForwardCheck(IntegrityMode mode, const ConvGeometry& g, const WeightDigest& digest,
                MixingView secrets, int64_t mixtures, DType precision);
 
   template <typename T>
@@ -223,8 +211,8 @@ class ForwardCheck {
 
  private:
   IntegrityMode mode_;
-  Geometry g_;
-  Geometry::Taps th_, tw_;
+  ConvGeometry g_;
+  ConvGeometry::Taps th_, tw_;
   const WeightDigest& d_;
   MixingView secrets_;
   int64_t mixtures_;
@@ -274,7 +262,7 @@ struct TrainDigest {
 /// forward check, with the roles of input and output channels swapped.
 class BackwardDataCheck {
  public:
-  BackwardDataCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures, DType precision);
+  BackwardDataCheck(const ConvGeometry& g, const TrainDigest& d, int64_t mixtures, DType precision);
   template <typename T>
   void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);  ///< delta mixtures
   void begin_outputs();
@@ -284,8 +272,8 @@ class BackwardDataCheck {
   bool above_tolerance(const Tensor64& e) const;
 
  private:
-  Geometry g_;
-  Geometry::Taps th_, tw_;
+  ConvGeometry g_;
+  ConvGeometry::Taps th_, tw_;
   const TrainDigest& d_;
   int64_t mixtures_;
   double bound_;
@@ -298,7 +286,7 @@ class BackwardDataCheck {
 /// lambda sqrt(n) u ||dbar_o|| sqrt(sum_{c in group} t_c^2 ||xbar_c||^2), n = mixtures * OH * OW.
 class WeightGradCheck {
  public:
-  WeightGradCheck(const Geometry& g, const TrainDigest& d, int64_t mixtures, DType precision);
+  WeightGradCheck(const ConvGeometry& g, const TrainDigest& d, int64_t mixtures, DType precision);
   template <typename T>
   void on_forward_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
   template <typename T>
@@ -312,8 +300,8 @@ class WeightGradCheck {
   bool above_tolerance(const Tensor64& e) const;
 
  private:
-  Geometry g_;
-  Geometry::Taps th_, tw_;
+  ConvGeometry g_;
+  ConvGeometry::Taps th_, tw_;
   int64_t mixtures_;
   double u_;
   const std::vector<double>& t_;
@@ -330,8 +318,8 @@ class WeightGradCheck {
 /// WeightDigest::col_l1; m mixtures; cond that of the deltas' mixing).
 class RedundantDataCheck {
  public:
-  RedundantDataCheck(const Geometry& g, const WeightDigest& d, const TrainingMixingList& secrets,
-                     int64_t mixtures, DType precision);
+  RedundantDataCheck(const ConvGeometry& g, const WeightDigest& d,
+                     const TrainingMixingList& secrets, int64_t mixtures, DType precision);
   template <typename T>
   void on_input(const BlindedT<T>& rows, int64_t first, int64_t e0);  ///< delta mixtures
   void begin_outputs() { ok_ = true; }
@@ -341,7 +329,7 @@ class RedundantDataCheck {
   bool above_tolerance(const Tensor64& e) const;
 
  private:
-  Geometry g_;
+  ConvGeometry g_;
   const WeightDigest& d_;
   const TrainingMixingList& secrets_;
   double bound_;
@@ -357,7 +345,7 @@ class RedundantDataCheck {
 /// mixtures' own rounding, m^2 2^-53 the null vector's, m = `per_batch` mixtures).
 class GradPairCheck {
  public:
-  GradPairCheck(const Geometry& g, int64_t mixtures, int per_batch, DType precision);
+  GradPairCheck(const ConvGeometry& g, int64_t mixtures, int per_batch, DType precision);
   template <typename T>
   void on_forward_input(const BlindedT<T>& rows, int64_t first, int64_t e0);
   /// Delta mixtures of the first (`which` = 0) or second mixing.
@@ -374,7 +362,7 @@ class GradPairCheck {
  private:
   /// The tolerance of output channel o and input channel ci of its group.
   double tolerance(int64_t o, int64_t ci) const;
-  Geometry g_;
+  ConvGeometry g_;
   double bound_;
   bool ok_ = true;
   Tensor64 x_sq_, d_sq_;  // [C], [2, O]
@@ -382,6 +370,6 @@ class GradPairCheck {
 
 /// W x for plaintext items, computed in the trusted runtime (f64 accumulation): the
 /// fallback when the accelerator keeps failing checks. `w` must be verified first.
-Tensor trusted_linear(const Geometry& g, const Tensor& w, const Tensor& src);
+Tensor trusted_linear(const ConvGeometry& g, const Tensor& w, const Tensor& src);
 
 }  // namespace darknight::trusted

@@ -27,6 +27,10 @@ Shape batched(int64_t n, const Shape& item) {
   return Shape(std::span<const int64_t>(dims));
 }
 
+Shape item_of(const Shape& batch) {
+  return Shape(batch.dims().subspan(1));
+}
+
 Runtime::Runtime(nn::Graph graph, LinearEngine& engine, RuntimeOptions opts)
     : graph_(std::move(graph)), engine_(engine), opts_(std::move(opts)) {
   DK_CHECK(opts_.memory_budget > 0, "the enclave memory budget must be positive");

@@ -28,6 +28,8 @@ class ThreadScope {
 };
 /// [n, item...].
 Shape batched(int64_t n, const Shape& item);
+/// [item...] of a batched shape [n, item...].
+Shape item_of(const Shape& batch);
 
 /// Wall time per kind of work, seconds.
 struct OpTimes {

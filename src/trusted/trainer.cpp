@@ -11,11 +11,14 @@
 namespace darknight::trusted {
 namespace {
 
+/// acc += g. Both are secrets (deltas and gradients): both wipe on free.
 void add_into(Tensor& acc, Tensor&& g) {
+  g.set_wipe_on_free();
   if (acc.empty()) {
     acc = std::move(g);
     return;
   }
+  acc.set_wipe_on_free();
   float* a = acc.data();
   const float* b = g.data();
   const int64_t n = acc.numel();
@@ -107,6 +110,7 @@ StepStats Trainer::accumulate(const Tensor& images, const std::vector<int>& labe
   for (int64_t start = 0; start < b; start += per_pass) {
     const int64_t m = std::min(per_pass, b - start);
     Tensor chunk(images.shape().with_batch(m), images.items(start, m));
+    chunk.set_wipe_on_free();
     const std::vector<int> chunk_labels(labels.begin() + start, labels.begin() + start + m);
     const StepStats s = pass(chunk, chunk_labels, b);
     total.loss += s.loss, total.correct += s.correct, total.count += s.count;
@@ -127,7 +131,10 @@ void Trainer::apply(const SgdParams& p) {
   for (TrustedParam& tp : params_) {
     if (tp.grad.empty()) continue;
     const bool first = tp.momentum.empty();
-    if (p.momentum != 0 && first) tp.momentum = Tensor(tp.value->shape());
+    if (p.momentum != 0 && first) {
+      tp.momentum = Tensor(tp.value->shape());
+      tp.momentum.set_wipe_on_free();  // made of gradients
+    }
     sgd_update(tp.value->data(), tp.momentum.data(), tp.grad.data(), tp.value->numel(), p, first);
     tp.grad.fill(0.0f);
   }
@@ -157,12 +164,15 @@ StepStats Trainer::pass(const Tensor& images, const std::vector<int>& labels, in
       values[i] = engine_.forward_train(n, x, stats);
     } else {
       const double t0 = now();
-      if (n.op == nn::Op::batch_norm && n.bn.present())
+      if (n.op == nn::Op::batch_norm && n.bn.present()) {
         values[i] = nn::batch_norm_train(g.mutable_node(static_cast<int>(i)), x, bn_cache[i]);
-      else
+        bn_cache[i].xhat.set_wipe_on_free();
+        bn_cache[i].inv_std.set_wipe_on_free();
+      } else {
         values[i] = nn::run_nonlinear(
             n, x.clone(),
             n.inputs.size() > 1 ? &values[static_cast<size_t>(n.inputs[1])] : nullptr);
+      }
       stats.times.nonlinear += now() - t0;
     }
     values[i].set_wipe_on_free();
@@ -175,7 +185,7 @@ StepStats Trainer::pass(const Tensor& images, const std::vector<int>& labels, in
   const Tensor& logits = values[static_cast<size_t>(logits_node_)];
   s.loss = nn::softmax_cross_entropy(logits, labels, batch, dlogits, s.correct) * double(m);
   s.count = m;
-  grads[static_cast<size_t>(logits_node_)] = std::move(dlogits);
+  add_into(grads[static_cast<size_t>(logits_node_)], std::move(dlogits));
   stats.backward_times.nonlinear += now() - t0;
   // Backward.
   for (size_t i = nodes.size() - 1; i >= 1; --i) {

@@ -1,8 +1,6 @@
 #include "trusted/training_codec.h"
 
-#include <sodium.h>
-
-#include <Eigen/Dense>
+#include "trusted/secret_eigen.h"
 
 namespace darknight::trusted {
 
@@ -14,51 +12,42 @@ TrainingMixing::TrainingMixing(int k, double scale, Csprng& rng, int extra)
     : b_(Mixing::draw(k, scale, rng, extra)),
       a_(k + 1 + extra, k),
       pinv_(k, k + 1 + extra),
-      null_(std::make_unique<Coefficients>(1 + extra, k + 1 + extra)) {
-  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      null_(std::make_unique<Coefficients>(1 + extra, k + 1 + extra)),
+      gamma_(k + 1 + extra, Metered::no) {
   const int n = k + 1 + extra;
-  gamma_.resize(static_cast<size_t>(n));
   for (int j = 0; j < n; ++j) {
     const uint64_t r = rng.next_u64();
     const double u = 0.5 + static_cast<double>(r >> 11) * 0x1p-53;  // [0.5, 1.5)
-    gamma_[static_cast<size_t>(j)] = (r & 1) ? -u : u;
+    gamma_[j] = (r & 1) ? -u : u;
   }
   // Gamma A = B^+T [I_k; 0] + c v^T: (Gamma A)[j][i] = (B^+)[i][j] + c_j v_i.
-  std::vector<double> v(static_cast<size_t>(2 * k), 0.0);
+  SecretBuffer<double> v(2 * k, Metered::no);
   if (extra) {
     rng.gaussian(v.data(), 2 * k, 0.0, 1.0 / scale);
     second_ = std::make_unique<Coefficients>(n, k);
   }
-  Mat f(n, k);
+  SecretMatrix<> f(n, k), a(n, k);
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < k; ++i) {
       const double c = extra ? b_->null(0, j) : 0.0;
-      f(j, i) = b_->inv(i, j) + c * v[static_cast<size_t>(i)];
-      a_(j, i) = f(j, i) / gamma_[static_cast<size_t>(j)];
-      if (second_) (*second_)(j, i) = b_->inv(i, j) + c * v[static_cast<size_t>(k + i)];
+      f(j, i) = b_->inv(i, j) + c * v[i];
+      a_(j, i) = a(j, i) = f(j, i) / gamma_[j];
+      if (second_) (*second_)(j, i) = b_->inv(i, j) + c * v[k + i];
     }
   // Left inverse of A, (A^T A)^-1 A^T; null vectors of (Gamma A)^T: its left singular
   // vectors beyond its rank k.
-  Mat a(n, k);
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < k; ++i) a(j, i) = a_(j, i);
-  Mat pinv = (a.transpose() * a).ldlt().solve(a.transpose());
+  const auto gram = a.transpose() * a;
+  SecretMatrix<decltype(gram)::PlainObject> ata(k, k);
+  ata.noalias() = gram;
+  const SecretLdlt<decltype(gram)::PlainObject> ldlt(ata);
+  SecretMatrix<> pinv(k, n);
+  pinv.noalias() = ldlt.solve(a.transpose());
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < n; ++j) pinv_(i, j) = pinv(i, j);
-  Eigen::JacobiSVD<Mat> svd(f, Eigen::ComputeFullU);
-  Mat u = svd.matrixU();
+  const SecretSvd svd(f, Eigen::ComputeFullU);
   delta_cond_ = svd.singularValues()(0) / svd.singularValues()(k - 1);
   for (int r = 0; r <= extra; ++r)
-    for (int j = 0; j < n; ++j) (*null_)(r, j) = u(j, k + r);
-  a.setZero();
-  pinv.setZero();
-  f.setZero();
-  u.setZero();
-  sodium_memzero(v.data(), v.size() * sizeof(double));
-}
-
-TrainingMixing::~TrainingMixing() {
-  if (!gamma_.empty()) sodium_memzero(gamma_.data(), gamma_.size() * sizeof(double));
+    for (int j = 0; j < n; ++j) (*null_)(r, j) = svd.matrixU()(j, k + r);
 }
 
 std::unique_ptr<Coefficients> TrainingMixing::delta_mixing(bool folded) const {

@@ -24,8 +24,8 @@
 
 namespace darknight::trusted {
 
-/// The secrets of one virtual batch at one layer in training. Wiped when destroyed; neither
-/// copyable nor movable.
+/// The secrets of one virtual batch at one layer in training, in secret storage (wiped when
+/// freed). Neither copyable nor movable.
 class TrainingMixing {
  public:
   /// B = scale * Q (Q random orthogonal; with `extra` = 1 one more row, the redundant
@@ -36,14 +36,14 @@ class TrainingMixing {
   TrainingMixing& operator=(const TrainingMixing&) = delete;
   TrainingMixing(TrainingMixing&&) = delete;
   TrainingMixing& operator=(TrainingMixing&&) = delete;
-  ~TrainingMixing();
+  ~TrainingMixing() = default;
 
   int k() const { return b_->k(); }
   /// Mixtures per virtual batch: k + 1, or k + 2 with the redundant mixture.
   int mixtures() const { return b_->mixtures(); }
   const Mixing& forward() const { return *b_; }
   double a(int j, int i) const { return a_(j, i); }
-  double gamma(int j) const { return gamma_[static_cast<size_t>(j)]; }
+  double gamma(int j) const { return gamma_[j]; }
   /// The deltas' mixing: A, or Gamma A when folded ((k+1) x k).
   std::unique_ptr<Coefficients> delta_mixing(bool folded) const;
   /// The input gradients' decoding: A's left inverse, or (Gamma A)'s ((k) x (k+1)).
@@ -65,7 +65,7 @@ class TrainingMixing {
   Coefficients a_, pinv_;
   std::unique_ptr<Coefficients> second_, null_;
   double delta_cond_ = 0;
-  std::vector<double> gamma_;
+  SecretBuffer<double> gamma_;
 };
 using TrainingMixingList = std::vector<std::unique_ptr<TrainingMixing>>;
 

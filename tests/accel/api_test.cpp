@@ -3,6 +3,7 @@
 
 #include "accel/backend.h"
 #include "baselines/plain_io.h"
+#include "registry/registry.h"
 #include "support/available.h"
 #include "support/random.h"
 

@@ -13,8 +13,9 @@
 #include <cmath>
 
 #include "accel/backend.h"
-#include "accel/ref/ref_backend.h"
+#include "backends/ref/ref_backend.h"
 #include "baselines/plain_io.h"
+#include "registry/registry.h"
 #include "support/random.h"
 #include "support/worker.h"
 

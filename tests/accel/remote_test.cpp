@@ -8,9 +8,10 @@
 #include <functional>
 #include <thread>
 
-#include "accel/remote/remote_backend.h"
-#include "accel/remote/wire.h"
+#include "backends/remote/remote_backend.h"
+#include "backends/remote/wire.h"
 #include "baselines/plain_io.h"
+#include "registry/registry.h"
 #include "support/random.h"
 #include "support/worker.h"
 

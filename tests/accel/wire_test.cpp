@@ -1,7 +1,7 @@
 // The worker's message format as untrusted bytes: Message::parse and Args refuse anything
 // malformed with darknight::Error (the server answers with an error reply), and the
 // convolution geometry a message describes cannot overflow.
-#include "accel/remote/wire.h"
+#include "backends/remote/wire.h"
 
 #include <gtest/gtest.h>
 

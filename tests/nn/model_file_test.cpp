@@ -7,16 +7,18 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "support/fuzz_regressions.h"
+#include "support/random.h"
 
 namespace darknight::nn {
 namespace {
 
 /// A file of the given header JSON and data, with its CRC.
-std::string file_of(const std::string& header, const std::string& data) {
+std::string file_of(const std::string& header, const std::string& data,
+                    uint32_t version = kModelFileVersion) {
   std::string f("DKMODEL\0", 8);
-  const uint32_t version = kModelFileVersion;
   const uint64_t hlen = header.size();
   f.append(reinterpret_cast<const char*>(&version), 4);
   f.append(reinterpret_cast<const char*>(&hlen), 8);
@@ -87,6 +89,124 @@ TEST(ModelFile, DamagedBytesAreRefused) {
   EXPECT_NE(why(f.substr(0, 10)).find("bad magic"), std::string::npos);
   EXPECT_NE(why(file_of("not json", "")).find("header is not JSON"), std::string::npos);
   EXPECT_NE(why(file_of("[1]", "")).find("malformed header"), std::string::npos);
+}
+
+std::string temp_file(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / name).string();
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), {});
+}
+
+TEST(ModelFile, HeaderFieldsAreChecked) {
+  EXPECT_NE(
+      why(file_of(R"({"meta":{},"tensors":[]})", "", 2)).find("version 2 (this build reads 1)"),
+      std::string::npos);
+  // A header length beyond the file.
+  std::string f = file_of(R"({"meta":{},"tensors":[]})", "");
+  const uint64_t huge = uint64_t{1} << 40;
+  std::memcpy(f.data() + 12, &huge, 8);
+  const auto crc =
+      static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(f.data()), f.size() - 4));
+  std::memcpy(f.data() + f.size() - 4, &crc, 4);
+  EXPECT_NE(why(f).find("header length past the end"), std::string::npos) << why(f);
+  EXPECT_NE(why(file_of(R"({"tensors":[]})", "")).find("malformed header"), std::string::npos);
+}
+
+// Every truncation of a saved file, and a file with bytes appended, is refused by name.
+TEST(ModelFile, TruncatedOrExtendedFilesAreRefused) {
+  TensorFile t;
+  t.meta = {{"model", "m"}};
+  t.tensors.emplace_back("w", testing::random_tensor(Shape{3, 4}, 1));
+  const std::string path = temp_file("dk_model_file_truncated.dkm");
+  ASSERT_TRUE(save_tensor_file(path, t).ok());
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));  // renamed into place
+  const std::string bytes = read_bytes(path);
+  ASSERT_TRUE(load_tensor_file(path).ok());
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes.substr(0, n);
+    auto r = load_tensor_file(path);
+    ASSERT_FALSE(r.ok()) << n << " bytes";
+    EXPECT_EQ(r.status().message().rfind(path + ": not a valid DarKnight model file: ", 0), 0u)
+        << r.status().message();
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes + "x";
+  EXPECT_NE(load_tensor_file(path).status().message().find("CRC mismatch"), std::string::npos);
+  std::filesystem::remove(path);
+  EXPECT_NE(load_tensor_file(path).status().message().find("cannot open"), std::string::npos);
+  EXPECT_FALSE(save_tensor_file("/nonexistent-dir/m.dkm", t).ok());
+}
+
+/// conv (with bias) -> batch norm with statistics -> dense (with bias), weights from `seed`.
+Graph small_model(uint64_t seed) {
+  Graph g(Shape{2, 4, 4});
+  accel::ConvDesc d;
+  d.in_channels = 2, d.out_channels = 3, d.kernel_h = d.kernel_w = 3;
+  const int c = g.conv(0, d, testing::random_tensor(d.weight_shape(), seed),
+                       testing::random_tensor(Shape{3}, seed + 1), "conv");
+  BatchNormParams bn{testing::random_tensor(Shape{3}, seed + 2),
+                     testing::random_tensor(Shape{3}, seed + 3),
+                     testing::random_tensor(Shape{3}, seed + 4),
+                     testing::random_tensor(Shape{3}, seed + 5, 0.5f, 1.0f)};
+  const int b = g.batch_norm(c, std::move(bn), "bn");
+  g.dense(b, 2, testing::random_tensor(Shape{2, 12}, seed + 6),
+          testing::random_tensor(Shape{2}, seed + 7), "fc");
+  return g;
+}
+
+void expect_equal(const Tensor& a, const Tensor& b) {
+  ASSERT_EQ(a.shape(), b.shape());
+  for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a[i], b[i]) << i;
+}
+
+TEST(ModelFile, ModelParametersRoundTrip) {
+  Graph trained = small_model(1);
+  TensorFile file;
+  add_model_tensors(
+      trained, [&](int i) { return trained.weights()[static_cast<size_t>(i)].clone(); }, file);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : file.tensors) names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{"conv.weight", "conv.bias", "bn.weight", "bn.bias",
+                                             "bn.running_mean", "bn.running_var", "fc.weight",
+                                             "fc.bias"}));
+  const std::string path = temp_file("dk_model_file_params.dkm");
+  ASSERT_TRUE(save_tensor_file(path, file).ok());
+  auto back = load_tensor_file(path);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  Graph fresh = small_model(100);  // other weights, same architecture
+  ASSERT_TRUE(apply_model_tensors(fresh, back.value()).ok());
+  for (size_t i = 0; i < 2; ++i) expect_equal(fresh.weights()[i], trained.weights()[i]);
+  expect_equal(fresh.node(1).epilogue.shift, trained.node(1).epilogue.shift);
+  expect_equal(fresh.node(2).bn.var, trained.node(2).bn.var);
+  // The batch norm's affine map is recomputed from the loaded statistics.
+  expect_equal(fresh.node(2).scale, trained.node(2).scale);
+  expect_equal(fresh.node(2).shift, trained.node(2).shift);
+}
+
+TEST(ModelFile, MissingOrMisshapenParametersAreErrors) {
+  Graph trained = small_model(1);
+  TensorFile file;
+  add_model_tensors(
+      trained, [&](int i) { return trained.weights()[static_cast<size_t>(i)].clone(); }, file);
+  Graph g = small_model(2);
+  TensorFile missing;
+  for (auto& [name, t] : file.tensors)
+    if (name != "bn.running_var") missing.tensors.emplace_back(name, t.clone());
+  const Status m = apply_model_tensors(g, missing);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.message(), "the model file has no tensor 'bn.running_var'");
+  file.tensors[6].second = Tensor(Shape{2, 11});
+  const Status s = apply_model_tensors(g, file);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), "tensor 'fc.weight' is [2, 11] in the file, the model needs [2, 12]");
+  // Same element count, another shape: taken in the model's shape.
+  file.tensors[6].second = testing::random_tensor(Shape{24}, 3);
+  ASSERT_TRUE(apply_model_tensors(g, file).ok());
+  EXPECT_EQ(g.weights()[1].shape(), (Shape{2, 12}));
+  EXPECT_EQ(g.weights()[1][23], file.tensors[6].second[23]);
 }
 
 TEST(ModelFile, FuzzRegressionsAreCleanErrors) {

@@ -10,6 +10,7 @@
 #include "accel/backend.h"
 #include "baselines/engines.h"
 #include "onnx/onnx_io.h"
+#include "registry/registry.h"
 #include "support/fuzz_regressions.h"
 #include "trusted/darknight_engine.h"
 

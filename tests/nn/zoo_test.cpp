@@ -5,6 +5,7 @@
 
 #include "baselines/engines.h"
 #include "nn/kernels.h"
+#include "registry/registry.h"
 #include "support/random.h"
 #include "trusted/runtime.h"
 

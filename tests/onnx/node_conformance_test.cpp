@@ -6,6 +6,7 @@
 
 #include "conformance/node_tests.h"
 #include "onnx/onnx_io.h"
+#include "registry/registry.h"
 #include "support/available.h"
 
 namespace darknight::conformance {

@@ -75,14 +75,61 @@ TEST(Tensor, EmptyTensor) {
   EXPECT_TRUE(u.empty());
 }
 
-TEST(Blinded, OnlyTheUnprotectedPathOrEncoderMakesOne) {
+TEST(Blinded, OnlyABlindingFactoryMakesOne) {
   static_assert(!std::is_constructible_v<Blinded, Tensor&&>);
-  static_assert(!std::is_default_constructible_v<BlindingKey>);
+  static_assert(!std::is_default_constructible_v<BlindingFactory>);
+  static_assert(std::is_base_of_v<BlindingFactory, baselines::Unprotected>);
   Tensor t(Shape{2, 2});
   t[1] = 3;
   Blinded b = baselines::Unprotected::expose(std::move(t));
   EXPECT_EQ(b.shape(), (Shape{2, 2}));
   EXPECT_EQ(b.data()[1], 3);
+}
+
+TEST(Secrets, TheWipeMarkSurvivesCloneCastAndMove) {
+  const float v[] = {1, 2, 3, 4};
+  Tensor plain(Shape{2, 2}, v);
+  EXPECT_FALSE(plain.wipes_on_free());
+  EXPECT_FALSE(plain.clone().wipes_on_free());
+  EXPECT_FALSE(plain.cast<double>().wipes_on_free());
+  Tensor secret(Shape{2, 2}, v);
+  secret.set_wipe_on_free();
+  EXPECT_TRUE(secret.wipes_on_free());
+  Tensor copy = secret.clone();
+  EXPECT_TRUE(copy.wipes_on_free());
+  EXPECT_EQ(copy[3], 4);
+  Tensor64 wide = secret.cast<double>();
+  EXPECT_TRUE(wide.wipes_on_free());
+  EXPECT_TRUE(wide.cast<float>().wipes_on_free());
+  Tensor moved = std::move(copy);
+  EXPECT_TRUE(moved.wipes_on_free());
+  Tensor empty;
+  EXPECT_TRUE(empty.clone().empty());
+}
+
+TEST(Secrets, SecretBufferIsZeroedMoveOnlyAndChargedOnlyWhenMetered) {
+  static_assert(!std::is_copy_constructible_v<SecretBuffer<double>>);
+  static_assert(std::is_nothrow_move_constructible_v<SecretBuffer<double>>);
+  MemoryMeter meter;
+  const MeterScope scope(&meter);
+  {
+    SecretBuffer<uint32_t> charged(10, Metered::yes);
+    EXPECT_EQ(meter.live_bytes(), 40);
+    for (int64_t i = 0; i < charged.size(); ++i) EXPECT_EQ(charged[i], 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(charged.data()) % 64, 0u);
+    auto unset = SecretBuffer<double>::uninitialized(3, Metered::yes);
+    EXPECT_EQ(meter.live_bytes(), 40 + 24);
+    SecretBuffer<unsigned char> key(32, Metered::no);
+    EXPECT_EQ(meter.live_bytes(), 40 + 24);
+    EXPECT_EQ(key.bytes(), 32u);
+    SecretBuffer<uint32_t> taken = std::move(charged);
+    EXPECT_EQ(charged.size(), 0);
+    EXPECT_EQ(charged.data(), nullptr);
+    EXPECT_EQ(taken.size(), 10);
+    EXPECT_EQ(meter.live_bytes(), 40 + 24);
+  }
+  EXPECT_EQ(meter.live_bytes(), 0);
+  EXPECT_EQ(meter.peak_bytes(), 64);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "accel/backend.h"
+#include "registry/registry.h"
 
 /// Skips the current test when backend `name` cannot run on this machine (a CUDA build on a
 /// machine without a GPU), saying why.

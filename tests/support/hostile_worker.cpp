@@ -39,8 +39,9 @@
 #include <vector>
 
 #include "accel/backend.h"
-#include "accel/remote/server.h"
-#include "accel/remote/wire.h"
+#include "backends/remote/wire.h"
+#include "registry/registry.h"
+#include "worker/server.h"
 
 namespace dk = darknight;
 namespace remote = darknight::accel::remote;

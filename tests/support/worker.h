@@ -1,4 +1,4 @@
-// An accelerator worker (accel/remote/server.h) on a thread of the test process, serving a
+// An accelerator worker (worker/server.h) on a thread of the test process, serving a
 // CPU backend on a free loopback port.
 #pragma once
 
@@ -8,8 +8,9 @@
 #include <thread>
 
 #include "accel/backend.h"
-#include "accel/remote/server.h"
+#include "registry/registry.h"
 #include "support/available.h"
+#include "worker/server.h"
 
 namespace darknight::testing {
 

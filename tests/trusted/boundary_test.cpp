@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "baselines/unprotected.h"
+#include "registry/registry.h"
 #include "support/random.h"
 #include "support/worker.h"
 #include "trusted/codec.h"

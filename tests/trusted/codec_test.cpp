@@ -1,5 +1,6 @@
 // The inference codec against exact math, and its randomness.
 #include "trusted/codec.h"
+#include "registry/registry.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>

@@ -13,10 +13,14 @@
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
+#include "baselines/engines.h"
 #include "data/sealed_file.h"
+#include "nn/zoo.h"
+#include "registry/registry.h"
 #include "trusted/codec.h"
 #include "trusted/integrity.h"
 #include "trusted/random.h"
+#include "trusted/trainer.h"
 #include "trusted/training_codec.h"
 
 namespace darknight::trusted {
@@ -310,12 +314,15 @@ TEST_F(EnclaveTest, EachKindOfDamageIsRefusedWithItsOwnMessage) {
 }
 
 TEST(SecretHygiene, SecretHoldingClassesAreNeitherCopyableNorMovable) {
+  // Keys are secret storage: moving hands the storage over, and no copy can be made.
+  static_assert(std::is_same_v<SecretBytes, SecretBuffer<unsigned char>>);
+  static_assert(!std::is_copy_constructible_v<SecretBytes>);
+  static_assert(!std::is_copy_assignable_v<SecretBytes>);
   auto pinned = [](auto tag) {
     using T = typename decltype(tag)::type;
     return !std::is_copy_constructible_v<T> && !std::is_copy_assignable_v<T> &&
            !std::is_move_constructible_v<T> && !std::is_move_assignable_v<T>;
   };
-  EXPECT_TRUE(pinned(std::type_identity<SecretBytes>{}));
   EXPECT_TRUE(pinned(std::type_identity<Platform>{}));
   EXPECT_TRUE(pinned(std::type_identity<Enclave>{}));
   EXPECT_TRUE(pinned(std::type_identity<Csprng>{}));
@@ -324,6 +331,46 @@ TEST(SecretHygiene, SecretHoldingClassesAreNeitherCopyableNorMovable) {
   EXPECT_TRUE(pinned(std::type_identity<TrainingMixing>{}));
   EXPECT_TRUE(pinned(std::type_identity<WeightDigest>{}));
   EXPECT_TRUE(pinned(std::type_identity<TrainDigest>{}));
+}
+
+// A training engine that records whether every activation and delta handed to it by the
+// trainer is marked as a secret (wiped when freed).
+class MarkRecorder : public baselines::PlainEngine {
+ public:
+  using PlainEngine::PlainEngine;
+  Tensor forward_train(const nn::Node& node, Tensor& src, RunStats& stats) override {
+    ++inputs;
+    unmarked += !src.wipes_on_free();
+    return PlainEngine::forward_train(node, src, stats);
+  }
+  Tensor backward(const nn::Node& node, const Tensor& delta, bool input_grad,
+                  RunStats& stats) override {
+    ++deltas;
+    unmarked += !delta.wipes_on_free();
+    return PlainEngine::backward(node, delta, input_grad, stats);
+  }
+  int inputs = 0, deltas = 0, unmarked = 0;
+};
+
+TEST(SecretHygiene, TrainerActivationsDeltasAndGradientsWipeOnFree) {
+  auto be = accel::make_backend("cpu");
+  MarkRecorder engine(*be);
+  nn::ModelOptions o;
+  o.input_size = 28;
+  Trainer t(nn::build_model("fmnist-cnn", o), engine, {});
+  Tensor x(Shape{4, 1, 28, 28});
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(i % 7) / 7.0f;
+  SgdParams p;
+  p.momentum = 0.9;
+  t.step(x, {0, 1, 2, 3}, p);
+  EXPECT_GT(engine.inputs, 0);
+  EXPECT_EQ(engine.deltas, engine.inputs);
+  EXPECT_EQ(engine.unmarked, 0);
+  ASSERT_FALSE(t.params().empty());
+  for (const TrustedParam& tp : t.params()) {
+    EXPECT_TRUE(tp.grad.wipes_on_free()) << tp.name;
+    EXPECT_TRUE(tp.momentum.wipes_on_free()) << tp.name;
+  }
 }
 
 }  // namespace

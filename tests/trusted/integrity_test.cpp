@@ -1,12 +1,13 @@
 // Integrity checks of the accelerator's results (trusted/integrity.h): correct results
 // pass, injected faults above the tolerance are caught and never used, and the redundant
 // mixture's known blind spots are real.
+#include "registry/registry.h"
 #include "trusted/integrity.h"
 
 #include <gtest/gtest.h>
 
 #include "accel/backend.h"
-#include "accel/faults.h"
+#include "faults/faulty_backend.h"
 #include "baselines/engines.h"
 #include "baselines/plain_io.h"
 #include "measure/fault_audit.h"
@@ -56,7 +57,7 @@ struct Result {
 
 Result run(nn::Graph g, const Tensor& x, IntegrityMode mode, DType precision = DType::f32,
            std::optional<accel::FaultSpec> faults = std::nullopt) {
-  auto be = accel::make_backend("cpu");
+  auto be = std::make_unique<accel::FaultyBackend>(accel::make_backend("cpu"));
   CodecOptions co;
   co.k = 3;
   co.precision = precision;
@@ -69,7 +70,7 @@ Result run(nn::Graph g, const Tensor& x, IntegrityMode mode, DType precision = D
   DarKnightEngine engine(*be, co, rng);
   engine.set_integrity(mode, &check_rng);
   engine.set_check_observer(audit.get());
-  be->set_fault_injector(inj.get());
+  be->set_injector(inj.get());
   Runtime rt(std::move(g), engine, {});
   Result r;
   r.out = rt.infer(x);
@@ -230,10 +231,10 @@ TEST(Integrity, FaultRecordsBoundTheCleanRoundingError) {
   exact_be->conv2d_forward(d, *xe, *we, *ye);
   exact_be->conv2d_backward_data(d, *dye, *we, *dxe);
   exact_be->conv2d_backward_weights(d, *xe, *dye, *dwe);
-  auto be = accel::make_backend("cpu");
+  auto be = std::make_unique<accel::FaultyBackend>(accel::make_backend("cpu"));
   baselines::PlainIo io(*be, DType::f32);
   accel::FaultInjector inj(accel::FaultSpec{FaultKind::scale, 1.0, 3}, 4);
-  be->set_fault_injector(&inj);
+  be->set_injector(&inj);
   auto wb = be->create_weights(w);
   auto xb = io.put(x), dyb = io.put(dy);
   auto y = io.make(dy.shape()), dx = io.make(x.shape()), dw = io.make(w.shape());
@@ -301,7 +302,7 @@ bool differ(const TrainResult& a, const TrainResult& b) {
 /// Three SGD steps of the Fashion-MNIST CNN in darknight mode (folded gradient decode).
 TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = std::nullopt,
                   DType precision = DType::f32) {
-  auto be = accel::make_backend("cpu");
+  auto be = std::make_unique<accel::FaultyBackend>(accel::make_backend("cpu"));
   CodecOptions co;
   co.k = 3;
   co.precision = precision;
@@ -315,7 +316,7 @@ TrainResult train(IntegrityMode mode, std::optional<accel::FaultSpec> faults = s
   DarKnightEngine engine(*be, co, rng, 0, GradDecode::folded);
   engine.set_integrity(mode, &check_rng);
   engine.set_check_observer(audit.get());
-  be->set_fault_injector(inj.get());
+  be->set_injector(inj.get());
   Trainer t(model("fmnist-cnn", 28), engine, {});
   const SgdParams p{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3};
   for (uint64_t step = 0; step < 3; ++step) {

@@ -1,6 +1,7 @@
 // The trusted runtime: DarKnight against the unprotected computation, the enclave memory
 // budget, and what the trusted side holds.
 #include "trusted/runtime.h"
+#include "registry/registry.h"
 
 #include <gtest/gtest.h>
 

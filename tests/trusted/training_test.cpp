@@ -15,6 +15,7 @@
 #include "nn/zoo.h"
 #include "onnx/onnx_io.h"
 #include "support/random.h"
+#include "registry/registry.h"
 #include "trusted/darknight_engine.h"
 #include "trusted/trainer.h"
 
