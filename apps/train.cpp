@@ -133,8 +133,10 @@ class TrainRun {
   data::Dataset train_, test_;
   int64_t n_ = 0;  ///< training examples
   data::Augment augment_;
+  // The trainer is destroyed after the session: an interrupted step leaves tensors in the
+  // engine that are charged to the trainer's memory meter.
+  std::unique_ptr<trusted::Trainer> trainer_;
   std::unique_ptr<session::Session> session_;
-  std::unique_ptr<trusted::Trainer> trainer_;  // after session_: uses its engine
   // Progress: restored from the checkpoint when resuming.
   json history_ = json::array();
   int first_epoch_ = 0;
