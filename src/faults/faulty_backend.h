@@ -32,7 +32,6 @@ class FaultyBackend final : public Backend {
   bool upload_copies() const override { return inner_.upload_copies(); }
 
  protected:
-  void on_bad_result(const std::string& why) override;
   BufferPtr do_alloc(const Shape& shape, DType dtype) override;
   BufferPtr do_view(Buffer& base, const Shape& shape, int64_t offset) override;
   void do_upload(const void* src, Buffer& dst, size_t offset, size_t bytes) override;
