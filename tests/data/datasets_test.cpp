@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "support/fuzz_regressions.h"
+#include "support/scratch.h"
 
 namespace darknight::data {
 namespace {
@@ -59,14 +60,12 @@ std::vector<unsigned char> idx(uint32_t magic, std::vector<uint32_t> dims, size_
 class Damaged : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / "dk_fmnist_test";
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = scratch_.path();
     write_gz(dir_ / "t10k-images-idx3-ubyte.gz", idx(0x803, {5, 28, 28}, 5 * 784));
     write_gz(dir_ / "t10k-labels-idx1-ubyte.gz", idx(0x801, {5}, 5));
   }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string spec() const { return "fashion-mnist:" + dir_.string(); }
+  testing::ScratchDir scratch_{"dk_fmnist"};
   fs::path dir_;
 };
 
@@ -113,8 +112,8 @@ TEST_F(Damaged, HeaderPayloadAndCountMismatchesAreRefused) {
 }
 
 TEST(Cifar, RecordsValidatedWhole) {
-  const fs::path dir = fs::temp_directory_path() / "dk_cifar_test";
-  fs::remove_all(dir);
+  const testing::ScratchDir scratch("dk_cifar");
+  const fs::path& dir = scratch.path();
   fs::create_directories(dir / "cifar-10-batches-bin");
   std::string rec(3073, '\x10');
   rec[0] = 7;
@@ -124,7 +123,6 @@ TEST(Cifar, RecordsValidatedWhole) {
   EXPECT_EQ(d.labels, (std::vector<int>{7, 7}));
   std::ofstream(dir / "cifar-10-batches-bin" / "test_batch.bin", std::ios::binary) << rec << "x";
   EXPECT_FALSE(load("cifar10:" + dir.string(), LoadOptions{}).ok());
-  fs::remove_all(dir);
   EXPECT_FALSE(load("cifar10", LoadOptions{}).ok());
   EXPECT_FALSE(load("mnist", LoadOptions{}).ok());
 }
@@ -145,8 +143,8 @@ void write_jpeg(const fs::path& p, int w, int h, unsigned char r, unsigned char 
 }
 
 TEST(ImageFolder, DecodesResizesAndLabelsByFolder) {
-  const fs::path dir = fs::temp_directory_path() / "dk_imagefolder_test";
-  fs::remove_all(dir);
+  const testing::ScratchDir scratch("dk_imagefolder");
+  const fs::path& dir = scratch.path();
   for (const char* split : {"train", "val"})
     for (const char* cls : {"cat", "dog"}) fs::create_directories(dir / split / cls);
   write_jpeg(dir / "train/cat/a.jpg", 40, 30, 250, 10, 10);
@@ -173,7 +171,6 @@ TEST(ImageFolder, DecodesResizesAndLabelsByFolder) {
   EXPECT_NE(r.status().message().find("c.jpg"), std::string::npos) << r.status().message();
   fs::remove_all(dir / "val");
   EXPECT_FALSE(load("imagefolder:" + dir.string(), o).ok());
-  fs::remove_all(dir);
 }
 
 TEST(DataOrder, EpochOrderAndAugmentation) {
@@ -219,11 +216,11 @@ TEST(Normalize, PerChannelAndErrors) {
 // ---- Parsers on bytes: sizes checked before allocating -------------------------------------
 
 std::vector<unsigned char> gzip_of(const std::vector<unsigned char>& bytes) {
-  const fs::path p = fs::temp_directory_path() / "dk_gzip_of.gz";
+  const testing::ScratchDir scratch("dk_gzip_of");
+  const fs::path p = scratch / "a.gz";
   write_gz(p, bytes);
   std::ifstream f(p, std::ios::binary);
   std::vector<unsigned char> out((std::istreambuf_iterator<char>(f)), {});
-  fs::remove(p);
   return out;
 }
 
@@ -272,11 +269,11 @@ TEST(Cifar, BatchBytesAreValidatedWhole) {
 }
 
 TEST(Jpeg, DeclaredSizeIsCheckedBeforeDecoding) {
-  const fs::path p = fs::temp_directory_path() / "dk_jpeg_size.jpg";
+  const testing::ScratchDir scratch("dk_jpeg_size");
+  const fs::path p = scratch / "a.jpg";
   write_jpeg(p, 64, 48, 10, 200, 30);
   std::ifstream f(p, std::ios::binary);
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), {});
-  fs::remove(p);
   auto ok = decode_jpeg(bytes, 8, "a.jpg");
   ASSERT_TRUE(ok.ok()) << ok.status().message();
   EXPECT_EQ(ok.value().shape(), (Shape{3, 8, 8}));

@@ -11,6 +11,7 @@
 
 #include "support/fuzz_regressions.h"
 #include "support/random.h"
+#include "support/scratch.h"
 
 namespace darknight::nn {
 namespace {
@@ -39,10 +40,10 @@ TEST(ModelFile, SaveLoadRoundTrip) {
   f.meta = {{"epoch", 3}};
   f.tensors.emplace_back("a", Tensor(Shape{2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6}));
   f.tensors.emplace_back("b", Tensor(Shape{1}, std::vector<float>{7}));
-  const auto path = (std::filesystem::temp_directory_path() / "dk_model_file_test.dkm").string();
+  const testing::ScratchDir scratch("dk_model_file");
+  const auto path = (scratch / "m.dkm").string();
   ASSERT_TRUE(save_tensor_file(path, f).ok());
   auto back = load_tensor_file(path);
-  std::filesystem::remove(path);
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(back.value().meta["epoch"], 3);
   ASSERT_NE(back.value().find("a"), nullptr);
@@ -91,10 +92,6 @@ TEST(ModelFile, DamagedBytesAreRefused) {
   EXPECT_NE(why(file_of("[1]", "")).find("malformed header"), std::string::npos);
 }
 
-std::string temp_file(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / name).string();
-}
-
 std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(f)), {});
@@ -120,7 +117,8 @@ TEST(ModelFile, TruncatedOrExtendedFilesAreRefused) {
   TensorFile t;
   t.meta = {{"model", "m"}};
   t.tensors.emplace_back("w", testing::random_tensor(Shape{3, 4}, 1));
-  const std::string path = temp_file("dk_model_file_truncated.dkm");
+  const testing::ScratchDir scratch("dk_model_file");
+  const std::string path = (scratch / "truncated.dkm").string();
   ASSERT_TRUE(save_tensor_file(path, t).ok());
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));  // renamed into place
   const std::string bytes = read_bytes(path);
@@ -171,10 +169,10 @@ TEST(ModelFile, ModelParametersRoundTrip) {
   EXPECT_EQ(names, (std::vector<std::string>{"conv.weight", "conv.bias", "bn.weight", "bn.bias",
                                              "bn.running_mean", "bn.running_var", "fc.weight",
                                              "fc.bias"}));
-  const std::string path = temp_file("dk_model_file_params.dkm");
+  const testing::ScratchDir scratch("dk_model_file");
+  const std::string path = (scratch / "params.dkm").string();
   ASSERT_TRUE(save_tensor_file(path, file).ok());
   auto back = load_tensor_file(path);
-  std::filesystem::remove(path);
   ASSERT_TRUE(back.ok()) << back.status().message();
   Graph fresh = small_model(100);  // other weights, same architecture
   ASSERT_TRUE(apply_model_tensors(fresh, back.value()).ok());

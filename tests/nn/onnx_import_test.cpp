@@ -13,6 +13,7 @@
 #include "registry/registry.h"
 #include "support/fuzz_regressions.h"
 #include "trusted/darknight_engine.h"
+#include "support/scratch.h"
 
 #ifndef DK_FIXTURES
 #error "DK_FIXTURES must name tests/fixtures"
@@ -98,7 +99,8 @@ TEST(OnnxImport, UnsupportedOpIsAnErrorNamingTheOpAndNode) {
 
 TEST(OnnxImport, DamagedFilesAreErrors) {
   namespace fs = std::filesystem;
-  const fs::path tmp = fs::temp_directory_path() / "dk_damaged.onnx";
+  const testing::ScratchDir scratch("dk_damaged_onnx");
+  const fs::path tmp = scratch / "damaged.onnx";
   std::ifstream in(kDir + "residual_cnn_opset17.onnx", std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
   std::ofstream(tmp, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
@@ -109,7 +111,6 @@ TEST(OnnxImport, DamagedFilesAreErrors) {
   for (auto& init : *m.mutable_graph()->mutable_initializer())
     if (init.dims_size() == 2) init.set_dims(0, init.dims(0) + 1);
   EXPECT_FALSE(import_onnx(m).ok());
-  fs::remove(tmp);
 }
 
 // ---- Hostile models: every attribute and size is checked before it is used ---------------

@@ -8,6 +8,7 @@
 #include "onnx/onnx_io.h"
 #include "registry/registry.h"
 #include "support/available.h"
+#include "support/scratch.h"
 
 namespace darknight::conformance {
 namespace {
@@ -62,8 +63,8 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, NodeConformance,
 TEST(NodeConformanceRunner, ReportsAWrongExpectedOutputAsFailure) {
   namespace fs = std::filesystem;
   const fs::path src = fs::path(default_node_test_dir()) / "test_basic_conv_with_padding";
-  const fs::path tmp = fs::temp_directory_path() / "dk_node_test_tampered";
-  fs::remove_all(tmp);
+  const testing::ScratchDir scratch("dk_node_test_tampered");
+  const fs::path& tmp = scratch.path();
   fs::create_directories(tmp / "test_basic_conv_with_padding");
   fs::copy(src, tmp / "test_basic_conv_with_padding", fs::copy_options::recursive);
   const fs::path out = tmp / "test_basic_conv_with_padding/test_data_set_0/output_0.pb";
@@ -81,12 +82,12 @@ TEST(NodeConformanceRunner, ReportsAWrongExpectedOutputAsFailure) {
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].outcome, Outcome::fail);
   EXPECT_NE(results[0].detail.find("element 3"), std::string::npos) << results[0].detail;
-  fs::remove_all(tmp);
 }
 
 TEST(OnnxIo, RejectsDamagedTensorFiles) {
   namespace fs = std::filesystem;
-  const fs::path tmp = fs::temp_directory_path() / "dk_onnx_io_test.pb";
+  const testing::ScratchDir scratch("dk_onnx_io_test");
+  const fs::path tmp = scratch / "t.pb";
   onnx::TensorProto t;
   t.set_name("x");
   t.set_data_type(onnx::TensorProto::FLOAT);
@@ -109,7 +110,6 @@ TEST(OnnxIo, RejectsDamagedTensorFiles) {
   t.add_dims(int64_t{1} << 30);
   t.add_dims(int64_t{1} << 30);  // absurd: 2^60 elements
   EXPECT_FALSE(onnx_io::to_tensor(t).ok());
-  fs::remove(tmp);
 }
 
 }  // namespace
