@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "accel/backend.h"
+#include "audit.h"
 #include "bench.h"
 #include "conformance/node_tests.h"
 #include "enclave.h"
@@ -105,6 +106,8 @@ int main(int argc, char** argv) {
   auto* worker = dk::app::add_worker_command(app, worker_opts);
   dk::app::BenchOptions bench_opts;
   auto* bench = dk::app::add_bench_command(app, bench_opts);
+  dk::app::AuditCommand audit_opts;
+  auto* audit = dk::app::add_audit_command(app, audit_opts);
   dk::app::EnclaveOptions enclave_opts;
   const dk::app::EnclaveCommands enclave_cmds(app, enclave_opts);
 
@@ -116,6 +119,7 @@ int main(int argc, char** argv) {
     if (*train) return dk::app::run_train(train_opts);
     if (*worker) return dk::app::run_worker(worker_opts);
     if (*bench) return dk::app::run_bench(bench_opts);
+    if (*audit) return dk::app::run_audit(audit_opts);
     if (enclave_cmds.parsed()) return enclave_cmds.run();
     std::printf("%s", app.help().c_str());
     return 0;

@@ -14,6 +14,8 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev libopenblas-openmp-dev libsodium-dev libcli11-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev zlib1g-dev libturbojpeg0-dev libgtest-dev libgmock-dev libbenchmark-dev
   libonnx-dev libprotobuf-dev libeigen3-dev libzmq3-dev cppzmq-dev
+  # the audit: lattice reduction, PNG grids
+  libfplll-dev libpng-dev
   # fuzzing the parsers (make fuzz): clang with libFuzzer
   # (libclang-rt-16-dev: the sanitizer runtimes; libomp-16-dev: clang links OpenMP code)
   clang-16 libfuzzer-16-dev libclang-rt-16-dev libomp-16-dev

@@ -8,6 +8,7 @@
 #  - src/trusted/ never includes a backend, the worker, fault injection, measurement, CUDA or
 #    the unprotected path, and never uses RawTransfer (unblinded byte copies);
 #  - only the trusted encoders, Slalom's and the unprotected path derive from BlindingFactory;
+#  - src/audit/ (the accelerator's attacks) includes no trusted-side code;
 #  - src/protocol/ includes nothing of the project but protocol/.
 # Usage: layering_test.sh SRC_DIR
 set -u
@@ -32,6 +33,13 @@ if [ -d "$src/trusted" ]; then
     violation "$line (trusted code hands bytes over unblinded)"
   done < <(grep -rn 'RawTransfer' "$src/trusted")
 fi
+
+# The audit plays the accelerator: it reads captures and reference data, never the trusted
+# runtime's code or secrets.
+while IFS= read -r line; do
+  violation "$line (the audit includes trusted-side code)"
+done < <(grep -rnE '#include [<"](trusted/|baselines/|session/|registry/|backends/|worker/|sodium)' \
+           "$src/audit" 2>/dev/null)
 
 # Only the encoders and the named unprotected path may make blinded tensors.
 while IFS= read -r line; do
