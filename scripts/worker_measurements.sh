@@ -4,10 +4,8 @@
 #    inference and training step in-process and through `darknight worker` over tcp on
 #    loopback, one after the other. Both sides' OpenMP threads wait passively (they share
 #    the cores).
-#  audit: docs/SECURITY.md "Measured: what a worker receives": a trained Fashion-MNIST
-#    model's inference on 1000 test images and 10 training steps, captured by a worker in
-#    plain and darknight modes, audited by scripts/audit_capture.py.
-# Run: scripts/worker_measurements.sh [overhead|audit|all]   (after make build)
+# (The privacy figures of captures: scripts/privacy-figures.sh.)
+# Run: scripts/worker_measurements.sh   (after make build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dk=build/darknight
@@ -18,35 +16,7 @@ $dk worker --listen tcp://127.0.0.1:0 >"$out/worker.log" 2>&1 &
 wpid=$!
 trap 'kill -INT $wpid 2>/dev/null' EXIT
 for _ in $(seq 50); do ep=$(grep -o 'tcp://[0-9.:]*' "$out/worker.log") && break; sleep 0.1; done
-what=${1:-all}
 
-if [[ $what == audit || $what == all ]]; then
-  model=$out/fmnist-cnn.dkm
-  [[ -f $model ]] || $dk train --model fmnist-cnn --data fashion-mnist --mode plain --epochs 1 \
-    --batch 64 --lr 0.05 --momentum 0.9 --seed 1 --save "$model" | tail -1
-  # capture NAME ARGS...: darknight ARGS through a worker capturing to $out/NAME.
-  capture() {
-    rm -rf "${out:?}/$1"
-    $dk worker --listen tcp://127.0.0.1:0 --capture "$out/$1" >"$out/$1.log" 2>&1 &
-    local pid=$! cep=
-    for _ in $(seq 50); do cep=$(grep -o 'tcp://[0-9.:]*' "$out/$1.log") && break; sleep 0.1; done
-    $dk "${@:2}" --accelerator "$cep" | tail -1
-    kill -INT $pid; wait $pid
-  }
-  infer_a=(infer --model fmnist-cnn --weights "$model" --data fashion-mnist --limit 1000 --seed 2)
-  train_a=(train --model fmnist-cnn --weights "$model" --data fashion-mnist --limit 320
-           --test-limit 64 --batch 32 --steps 10 --seed 2)
-  capture infer-plain "${infer_a[@]}" --mode plain
-  capture infer-darknight "${infer_a[@]}"
-  capture train-plain "${train_a[@]}" --mode plain
-  capture train-darknight "${train_a[@]}"
-  for run in infer train; do
-    echo "audit of $run:"
-    /usr/bin/python3 scripts/audit_capture.py --plain "$out/$run-plain" \
-      --blinded "$out/$run-darknight" || true
-  done
-fi
-[[ $what == overhead || $what == all ]] || exit 0
 infer=(infer --model vgg16 --input-size 32 --data synthetic --limit 256 --batch 64 --warmup 1
        --seed 1)
 train=(train --model vgg16 --input-size 32 --data synthetic --limit 256 --test-limit 32
