@@ -23,7 +23,7 @@ using Mat = Eigen::MatrixXd;
 
 /// One attack's results on one kind of tensor of one layer.
 struct Tally {
-  std::vector<double> real, control;  // per true input (labels: per virtual batch)
+  std::vector<double> real, control;          // per true input (labels: per virtual batch)
   std::vector<double> real_hit, control_hit;  // per true input / batch: recovered or not
   int64_t groups = 0, covered = -1;
   std::string scored_by;
@@ -31,7 +31,8 @@ struct Tally {
   std::vector<int64_t> image_shape;
 };
 
-using Key = std::tuple<std::string, int64_t, std::string, std::string>;  // attack, layer, tensor, variant
+using Key =
+    std::tuple<std::string, int64_t, std::string, std::string>;  // attack, layer, tensor, variant
 
 constexpr double kRecovered = 0.9;  // |correlation| at which an input counts as recovered
 constexpr size_t kShown = 12;       // originals and recoveries in each PNG grid
@@ -66,7 +67,9 @@ int numerical_rank(const Mat& d) {
 }
 
 /// One item's shape (the shape without its rows).
-std::vector<int64_t> item(const Entry& e) { return {e.shape.begin() + 1, e.shape.end()}; }
+std::vector<int64_t> item(const Entry& e) {
+  return {e.shape.begin() + 1, e.shape.end()};
+}
 
 bool field_masked(const Entry& e, const Mat& x) {
   return e.f64 && x.size() > 0 && x.cwiseAbs().maxCoeff() > (1 << 20) &&
@@ -87,8 +90,10 @@ class Auditor {
       if (e.kind() == Kind::other || e.capture != 0) continue;
       log_ << fmt::format("audit: tensor {}/{}: {} of layer {}\n", ++done, data, e.type, e.layer)
            << std::flush;
-      if (e.kind() == Kind::input) input_attacks(e);
-      else delta_attacks(e);
+      if (e.kind() == Kind::input)
+        input_attacks(e);
+      else
+        delta_attacks(e);
     }
   }
 
@@ -136,8 +141,8 @@ class Auditor {
     const Eigen::MatrixXf ur = unit_rows(real.cast<float>()), uc = unit_rows(control.cast<float>());
     if (truth.empty()) {
       t.scored_by = "each component's best match among all reference inputs";
-      for (const auto& [u, out, hit] : {std::tuple{&ur, &t.real, &t.real_hit},
-                                        std::tuple{&uc, &t.control, &t.control_hit}}) {
+      for (const auto& [u, out, hit] :
+           {std::tuple{&ur, &t.real, &t.real_hit}, std::tuple{&uc, &t.control, &t.control_hit}}) {
         const Eigen::VectorXd b = ref_->best_matches(layer, u->transpose());
         for (double v : b) out->push_back(v), hit->push_back(v >= kRecovered);
       }
@@ -184,10 +189,10 @@ class Auditor {
   std::mt19937_64 rng_;
   std::map<Key, Tally> tallies_;
   std::map<std::pair<std::string, int64_t>, Group> pending_;  // lattice: unpaired single rows
-  std::map<int64_t, std::vector<int64_t>> weights_;            // layer -> the weights' shape
-  std::map<int64_t, std::vector<Eigen::VectorXd>> pieces_;     // layer -> decoded gradients received
-  std::map<std::pair<int64_t, std::string>, size_t> seen_;     // delta groups so far
-  int64_t last_ = -1;                                          // the output layer
+  std::map<int64_t, std::vector<int64_t>> weights_;           // layer -> the weights' shape
+  std::map<int64_t, std::vector<Eigen::VectorXd>> pieces_;    // layer -> decoded gradients received
+  std::map<std::pair<int64_t, std::string>, size_t> seen_;    // delta groups so far
+  int64_t last_ = -1;                                         // the output layer
 };
 
 void Auditor::input_attacks(const Entry& e) {
@@ -210,8 +215,8 @@ void Auditor::input_attacks(const Entry& e) {
       auto real = lattice_short_vectors(pair.rows, lo);
       auto ctrl = lattice_short_vectors(control, lo);
       if (!real.ok() || !ctrl.ok()) continue;
-      score(tally("lattice", e.layer, e.type), e.layer, members(e.layer, pair.rows),
-            real.value(), ctrl.value(), e);
+      score(tally("lattice", e.layer, e.type), e.layer, members(e.layer, pair.rows), real.value(),
+            ctrl.value(), e);
       continue;
     }
     if (e.mixtures == 0) continue;  // plaintext (plain mode): nothing to attack
@@ -275,8 +280,8 @@ void Auditor::strip_attacks(const Entry& e, const Entry& fe, const Group& g, con
   const Mat cd = control_like(g.rows), cf = control_like(f.rows);
   const Eigen::VectorXd uc = null_direction(cd);
   const Mat cstripped = cf - uc * (uc.transpose() * cf);
-  score(tally("noise_strip", e.layer, fe.type, how + " (" + e.type + ")"), e.layer, truth,
-        stripped, cstripped, fe);
+  score(tally("noise_strip", e.layer, fe.type, how + " (" + e.type + ")"), e.layer, truth, stripped,
+        cstripped, fe);
   const int k = static_cast<int>(g.rows.rows()) - 1;
   const int64_t width = fe.shape.back();
   if (k >= 2)
@@ -292,8 +297,7 @@ void Auditor::label_attack(const Entry& e, const Group& g, const Group* first) {
   std::vector<int> truth;
   for (int64_t m : members(0, first->rows)) truth.push_back(ref_->label(m));
   const int k = numerical_rank(g.rows);
-  if (static_cast<int>(truth.size()) != k ||
-      std::count(truth.begin(), truth.end(), -1) > 0)
+  if (static_cast<int>(truth.size()) != k || std::count(truth.begin(), truth.end(), -1) > 0)
     return;  // the true inputs are not identified one to one: not scored
   t.scored_by =
       "score: the K best-fitting classes against the batch's labels (multiset overlap / K); "
@@ -340,7 +344,8 @@ void Auditor::gradient_attack(const Entry& e, const Group& g, const Group& f,
   // backward-weights: that sum is the virtual batch's gradient).
   const auto summed = [&](const Mat& d, const Mat& x) {
     Eigen::VectorXd s = Eigen::VectorXd::Zero(grad.size());
-    for (Eigen::Index j = 0; j < d.rows(); ++j) s += grad(x.row(j).transpose(), d.row(j).transpose());
+    for (Eigen::Index j = 0; j < d.rows(); ++j)
+      s += grad(x.row(j).transpose(), d.row(j).transpose());
     return s;
   };
   const Eigen::VectorXd cand = seen ? *piece : summed(g.rows, f.rows);
@@ -398,11 +403,15 @@ nlohmann::json Auditor::report() const {
     if (t.real.empty()) {
       row["score"] = nullptr;
     } else {
-      row.update({{"score", mean(t.real)}, {"chance", mean(t.control)},
-                  {"frac_recovered", mean(t.real_hit)}, {"chance_frac_recovered", mean(t.control_hit)},
-                  {"scored", t.real.size()}, {"scored_by", t.scored_by}});
+      row.update({{"score", mean(t.real)},
+                  {"chance", mean(t.control)},
+                  {"frac_recovered", mean(t.real_hit)},
+                  {"chance_frac_recovered", mean(t.control_hit)},
+                  {"scored", t.real.size()},
+                  {"scored_by", t.scored_by}});
     }
-    if (attack == "gradient") row["examples_covered"] = t.covered < 0 ? nullptr : nlohmann::json(t.covered);
+    if (attack == "gradient")
+      row["examples_covered"] = t.covered < 0 ? nullptr : nlohmann::json(t.covered);
     nlohmann::json& a = attacks[attack];
     if (a.is_null()) a = {{"per_layer", nlohmann::json::array()}};
     a["per_layer"].push_back(row);
@@ -419,8 +428,13 @@ nlohmann::json Auditor::report() const {
         best = &row;
     for (const char* f : {"score", "chance", "frac_recovered"})
       a[f] = best == nullptr ? nlohmann::json(nullptr) : (*best)[f];
-    if (name == "gradient")
-      a["examples_covered"] = best == nullptr ? nlohmann::json(nullptr) : (*best)["examples_covered"];
+    if (name == "gradient") {  // the fewest examples any visible gradient covers
+      a["examples_covered"] = nullptr;
+      for (const auto& row : a["per_layer"])
+        if (!row["examples_covered"].is_null() &&
+            (a["examples_covered"].is_null() || row["examples_covered"] < a["examples_covered"]))
+          a["examples_covered"] = row["examples_covered"];
+    }
   }
   return attacks;
 }
@@ -466,8 +480,8 @@ std::string summary_table(const nlohmann::json& report) {
   const auto num = [](const nlohmann::json& v) {
     return v.is_null() ? std::string("-") : fmt::format("{:.3f}", v.get<double>());
   };
-  std::string out = fmt::format("{:<12} {:>7} {:>7} {:>10}   per layer (score/chance)\n",
-                                "attack", "score", "chance", "recovered");
+  std::string out = fmt::format("{:<12} {:>7} {:>7} {:>10}   per layer (score/chance)\n", "attack",
+                                "score", "chance", "recovered");
   for (const auto& [name, a] : report["attacks"].items()) {
     if (a.is_null()) {
       out += fmt::format("{:<12} does not apply to this capture\n", name);
@@ -475,12 +489,12 @@ std::string summary_table(const nlohmann::json& report) {
     }
     std::string layers;
     for (const auto& row : a["per_layer"])
-      layers += fmt::format("  L{}{}: {}/{}", row["layer"].get<int64_t>(),
-                            row.contains("variant") && row["variant"].get<std::string>().find(
-                                                           "noise-stripped") == 0
-                                ? "s"
-                                : "",
-                            num(row["score"]), num(row.value("chance", nlohmann::json())));
+      layers += fmt::format(
+          "  L{}{}: {}/{}", row["layer"].get<int64_t>(),
+          row.contains("variant") && row["variant"].get<std::string>().find("noise-stripped") == 0
+              ? "s"
+              : "",
+          num(row["score"]), num(row.value("chance", nlohmann::json())));
     out += fmt::format("{:<12} {:>7} {:>7} {:>10} {}\n", name, num(a["score"]), num(a["chance"]),
                        num(a["frac_recovered"]), layers);
   }

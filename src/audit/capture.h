@@ -16,11 +16,11 @@ enum class Kind { input, delta, other };
 
 /// One line of a capture's index.jsonl.
 struct Entry {
-  size_t capture = 0;    ///< which of the captures given (0 for the first)
-  int64_t order = 0;     ///< its line in that capture's index (the order the worker saw)
+  size_t capture = 0;  ///< which of the captures given (0 for the first)
+  int64_t order = 0;   ///< its line in that capture's index (the order the worker saw)
   std::string file, type;
   int64_t layer = -1;
-  int mixtures = 0;      ///< rows per virtual batch; 0 when the rows are not mixtures
+  int mixtures = 0;  ///< rows per virtual batch; 0 when the rows are not mixtures
   int64_t first_batch = 0;
   std::vector<int64_t> shape;
   bool f64 = false;
@@ -32,9 +32,9 @@ struct Entry {
 /// The rows one group of mixtures: a virtual batch (grouped captures) or one tensor's rows.
 struct Group {
   const Entry* entry = nullptr;
-  int64_t batch = -1;      ///< virtual batch (grouped captures), -1 otherwise
-  int64_t first_row = 0;   ///< where its rows start in the entry's tensor
-  Eigen::MatrixXd rows;    ///< one mixture per row, flattened
+  int64_t batch = -1;     ///< virtual batch (grouped captures), -1 otherwise
+  int64_t first_row = 0;  ///< where its rows start in the entry's tensor
+  Eigen::MatrixXd rows;   ///< one mixture per row, flattened
 };
 
 /// One or more capture directories (several workers' views, pooled).

@@ -34,7 +34,8 @@ Result<Reference> Reference::open(const std::string& spec) {
     std::map<const Entry*, int64_t> offset;  // forward tensor -> its first row in raw_
     for (const Entry& e : c.entries()) {
       if (e.kind() != Kind::input) continue;
-      if (e.mixtures != 0) return Status::error(spec + ": a reference capture must be of plain mode");
+      if (e.mixtures != 0)
+        return Status::error(spec + ": a reference capture must be of plain mode");
       auto m = c.load(e);
       if (!m.ok()) return m.status();
       offset[&e] = ref.raw_[e.layer].rows();
@@ -72,8 +73,10 @@ Result<Reference> Reference::open(const std::string& spec) {
       if (!d.ok()) return d.status();
       const Tensor& t = d.value().images;
       const int64_t n = t.shape()[0], w = t.numel() / std::max<int64_t>(n, 1);
-      ref.add_inputs(0, Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
-                                                       Eigen::RowMajor>>(t.data(), n, w));
+      ref.add_inputs(
+          0,
+          Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+              t.data(), n, w));
       for (int y : d.value().labels) ref.labels_.push_back(y);
       ref.labels_.resize(ref.raw_[0].rows(), -1);
     }

@@ -95,7 +95,7 @@ TEST(ImageGrid, WritesStretchedCellsWithGaps) {
       if (drawn) {
         EXPECT_GE(n_white, 1) << "cell " << r << "," << c;  // its maximum
       }
-      EXPECT_GE(n_black, 1) << "cell " << r << "," << c;             // its minimum
+      EXPECT_GE(n_black, 1) << "cell " << r << "," << c;  // its minimum
     }
   }
   // The gaps: pixel rows 4 and 5, pixel columns 5, 6, 12 and 13.

@@ -17,8 +17,7 @@ namespace darknight::testing {
 class ScratchDir {
  public:
   explicit ScratchDir(const std::string& stem = "dk_test") {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / (stem + "_XXXXXX")).string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / (stem + "_XXXXXX")).string();
     if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed: " + tmpl);
     path_ = tmpl;
   }
