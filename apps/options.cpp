@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "backends/remote/curve.h"
 #include "registry/registry.h"
 
 namespace darknight::app {
@@ -40,6 +41,11 @@ void add_accelerator_options(CLI::App* c, RunOptions& o) {
                 "Seconds to wait for one reply of a remote worker before failing")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  c->add_option("--worker-keys", o.worker_keys,
+                "File of `ENDPOINT KEY` lines: the CurveZMQ public key of each worker "
+                "(`darknight worker --keygen`); links to them are then encrypted and the workers "
+                "authenticated (default: plain links)")
+      ->check(CLI::ExistingFile);
   c->add_flag("--tf32", o.tf32,
               "cuda: let f32 convolutions and products use TF32 tensor cores (faster; inputs "
               "rounded to 10 mantissa bits, which costs decode precision: docs/performance.md)");
@@ -154,6 +160,17 @@ session::SessionOptions session_options(const RunOptions& o) {
   s.mode = session::parse_mode(o.mode);
   s.accelerator = o.accelerator;
   s.accelerator_timeout = o.accelerator_timeout;
+  if (!o.worker_keys.empty()) {
+    const auto keys = accel::remote::read_worker_keys(o.worker_keys).value();
+    DK_CHECK(accel::is_remote(o.accelerator),
+             "--worker-keys is for remote workers; --accelerator "
+             "{} runs in this process",
+             o.accelerator);
+    const auto it = keys.find(o.accelerator);
+    DK_CHECK(it != keys.end(), "{} holds no key for the worker at {}", o.worker_keys,
+             o.accelerator);
+    s.worker_key = it->second;
+  }
   s.tf32 = o.tf32;
   s.k = o.k;
   s.precision = session::parse_precision(o.precision);

@@ -19,6 +19,7 @@ struct RunOptions {
   std::string mode = "darknight";
   std::string accelerator = "cpu";
   double accelerator_timeout = 300;
+  std::string worker_keys;  ///< --worker-keys FILE: `ENDPOINT KEY` lines
   bool tf32 = false;
   int k = 4;
   int64_t batch = 64;

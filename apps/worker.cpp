@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "accel/backend.h"
+#include "backends/remote/curve.h"
 #include "common.h"
 #include "registry/registry.h"
 #include "worker/server.h"
@@ -43,10 +44,24 @@ CLI::App* add_worker_command(CLI::App& app, WorkerOptions& o) {
   c->add_option("--inject-faults", o.inject_faults,
                 "KIND:RATE[:SEED]: corrupt that fraction of the linear operations' outputs "
                 "(bitflip, scale, wrong-weights, drop, adversarial), to measure integrity checks");
+  c->add_option("--keygen", o.keygen,
+                "Write a CurveZMQ key pair to DIR (public.key, secret.key), print the public key "
+                "and exit")
+      ->excludes(c->get_option("--capture"));
+  c->add_option("--key", o.key,
+                "Serve only encrypted, authenticated links (CurveZMQ) with the key pair in DIR; "
+                "trusted runtimes pin its public key with --worker-keys")
+      ->check(CLI::ExistingDirectory)
+      ->excludes(c->get_option("--keygen"));
   return c;
 }
 
 int run_worker(const WorkerOptions& o) {
+  if (!o.keygen.empty()) {
+    const auto keys = accel::remote::generate_keys(o.keygen).value();
+    std::printf("%s\n", keys.public_key.c_str());
+    return 0;
+  }
   accel::BackendOptions bo;
   bo.threads = o.threads;
   bo.tf32 = o.tf32;
@@ -55,11 +70,19 @@ int run_worker(const WorkerOptions& o) {
   so.capture_dir = o.capture;
   so.max_bytes = parse_bytes(o.max_memory);
   so.faults = o.inject_faults;
+  std::string pub;
+  if (!o.key.empty()) {
+    const auto keys = accel::remote::load_keys(o.key).value();
+    so.curve_secret_key = keys.secret_key;
+    pub = keys.public_key;
+  }
   accel::remote::Server server(*be, so);
   const std::string endpoint = server.bind(o.listen);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  std::printf("worker: listening on %s (%s)%s\n", endpoint.c_str(), be->describe().c_str(),
+  std::printf("worker: listening on %s (%s)%s%s\n", endpoint.c_str(), be->describe().c_str(),
+              pub.empty() ? ", plain links (no --key)"
+                          : (", encrypted links only (CurveZMQ), public key " + pub).c_str(),
               o.capture.empty() ? "" : (", capturing to " + o.capture).c_str());
   std::fflush(stdout);
   server.serve(stop_requested);

@@ -14,6 +14,8 @@ struct WorkerOptions {
   std::string capture;
   std::string max_memory = "0";
   std::string inject_faults;
+  std::string keygen;  ///< --keygen DIR: write a key pair and exit
+  std::string key;     ///< --key DIR: serve encrypted links only, with this key pair
 };
 
 CLI::App* add_worker_command(CLI::App& app, WorkerOptions& o);

@@ -3,6 +3,8 @@
 #  - infer and train through a worker over tcp give the in-process results, bit for bit;
 #  - the worker's capture (the adversary's view, attacked by tests/audit_test.sh) has the
 #    documented format;
+#  - encrypted, authenticated links (CurveZMQ, --key / --worker-keys) give the same results,
+#    and a wrong or missing key is refused at once with a clear error;
 #  - faults injected by a worker are detected, and the worker's own count is reported;
 #  - a worker killed mid-run makes the trusted side fail with a clear error, not hang.
 # Usage: worker_test.sh BUILD_DIR
@@ -50,6 +52,35 @@ check "train over tcp = in-process (saved model bit for bit)" bash -c "
   $dk $train --save $tmp/m_local.dkm >/dev/null 2>&1 &&
   $dk $train --save $tmp/m_remote.dkm --accelerator $ep >/dev/null 2>&1 &&
   cmp $tmp/m_local.dkm $tmp/m_remote.dkm"
+stop_worker
+
+# Encrypted, authenticated links (CurveZMQ): the same results; a worker that serves them
+# refuses a plain client, and a client refuses a worker that does not hold the pinned key.
+check "worker --keygen prints the public key it writes; the secret key is the owner's only" bash -c "
+  [ \"\$($dk worker --keygen $tmp/keys)\" = \"\$(cat $tmp/keys/public.key)\" ] &&
+  [ \$(wc -c < $tmp/keys/public.key) = 41 ] && [ \$(stat -c %a $tmp/keys/secret.key) = 600 ] &&
+  ! $dk worker --keygen $tmp/keys 2>/dev/null"
+start_worker curve --key "$tmp/keys"
+echo "$ep $(cat "$tmp/keys/public.key")" >"$tmp/worker-keys"
+"$dk" worker --keygen "$tmp/other" >/dev/null
+echo "$ep $(cat "$tmp/other/public.key")" >"$tmp/wrong-keys"
+check "infer over an encrypted link = in-process" bash -c "
+  $dk $infer --predictions $tmp/p_curve.txt --accelerator $ep --worker-keys $tmp/worker-keys \
+    >/dev/null 2>&1 && cmp $tmp/p_local.txt $tmp/p_curve.txt"
+check "a worker with --key refuses a plain client, at once" bash -c "
+  ! $dk $infer --accelerator $ep --accelerator-timeout 30 > $tmp/plain.txt 2>&1 &&
+  grep -q 'handshake failed.*no key is pinned' $tmp/plain.txt"
+check "a worker without the pinned key is refused, at once" bash -c "
+  ! $dk $infer --accelerator $ep --worker-keys $tmp/wrong-keys --accelerator-timeout 30 \
+    > $tmp/wrong.txt 2>&1 && grep -q 'handshake failed.*not its key' $tmp/wrong.txt"
+stop_worker
+start_worker plainlink
+echo "$ep $(cat "$tmp/keys/public.key")" >"$tmp/plain-keys"
+check "a pinned key refuses a worker on a plain link" bash -c "
+  ! $dk $infer --accelerator $ep --worker-keys $tmp/plain-keys --accelerator-timeout 30 \
+    > $tmp/plainlink.txt 2>&1 && grep -q 'handshake failed' $tmp/plainlink.txt &&
+  ! $dk $infer --accelerator $ep --worker-keys $tmp/worker-keys > $tmp/nokey.txt 2>&1 &&
+  grep -q 'holds no key for the worker' $tmp/nokey.txt"
 stop_worker
 
 # Faults injected by the worker (the trusted side cannot count them, only detect them): with

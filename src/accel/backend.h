@@ -267,6 +267,9 @@ struct BackendOptions {
   /// mixtures per virtual batch (K + 1, + 1 with the redundant mixture) for its capture.
   double timeout_s = 300;
   int mixtures_per_batch = 0;
+  /// A remote worker's CurveZMQ public key (Z85, 40 characters): an encrypted link to the
+  /// worker holding its secret key; empty: a plain link.
+  std::string worker_key = {};
   /// cuda: allow TF32 tensor-core math for f32 (10-bit mantissa inputs; off by default).
   bool tf32 = false;
 };

@@ -37,7 +37,7 @@ bool is_remote(const std::string& name) {
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opts) {
   if (is_remote(name))
     return std::make_unique<remote::RemoteBackend>(
-        remote::RemoteOptions{name, opts.timeout_s, opts.mixtures_per_batch});
+        remote::RemoteOptions{name, opts.timeout_s, opts.mixtures_per_batch, 0, opts.worker_key});
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);
 #ifdef DARKNIGHT_HAVE_CUDA
   if (name == "cuda") return std::make_unique<CudaBackend>(opts);

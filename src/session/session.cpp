@@ -20,6 +20,7 @@ Session::Session(const SessionOptions& o) : opts_(o) {
   accel::BackendOptions bo;
   bo.tf32 = o.tf32;
   bo.timeout_s = o.accelerator_timeout;
+  bo.worker_key = o.worker_key;
   bo.mixtures_per_batch = o.mode == Mode::darknight ? mixtures(o) : 0;  // labels a capture
   accelerator_ = accel::make_backend(o.accelerator, bo);
   device_ = accelerator_.get();

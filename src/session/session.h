@@ -37,6 +37,7 @@ struct SessionOptions {
   // The accelerator (registry/registry.h): a backend's name or a worker's endpoint.
   std::string accelerator = "cpu";
   double accelerator_timeout = 300;  ///< seconds for one reply of a remote worker
+  std::string worker_key;  ///< the remote worker's CurveZMQ public key (empty: a plain link)
   bool tf32 = false;
 
   // darknight's blinding (trusted/codec.h).

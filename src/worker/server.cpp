@@ -179,6 +179,10 @@ Server::Server(Backend& be, ServerOptions opts)
     : impl_(std::make_unique<Impl>(be, std::move(opts))) {
   impl_->sock.set(zmq::sockopt::linger, 0);
   impl_->sock.set(zmq::sockopt::maxmsgsize, impl_->opts.max_frame_bytes);
+  if (!impl_->opts.curve_secret_key.empty()) {
+    impl_->sock.set(zmq::sockopt::curve_server, true);
+    impl_->sock.set(zmq::sockopt::curve_secretkey, impl_->opts.curve_secret_key);
+  }
 }
 
 Server::~Server() {

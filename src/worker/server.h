@@ -28,6 +28,9 @@ struct ServerOptions {
   /// The largest frame accepted or sent (wire.h kMaxFrameBytes; smaller in tests): a client
   /// that sends a larger one is disconnected by ZeroMQ before it is read.
   int64_t max_frame_bytes = 0;  ///< 0: kMaxFrameBytes
+  /// The worker's CurveZMQ secret key (Z85): only encrypted links, from clients that pinned
+  /// the matching public key, are served. Empty: plain links.
+  std::string curve_secret_key;
 };
 
 class Server {

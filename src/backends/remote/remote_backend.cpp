@@ -8,6 +8,7 @@
 #include <deque>
 #include <optional>
 
+#include "backends/remote/curve.h"
 #include "backends/remote/wire.h"
 
 namespace darknight::accel::remote {
@@ -115,8 +116,21 @@ RemoteBackend::RemoteBackend(const RemoteOptions& opts) : impl_(std::make_unique
   // Frames over the limit are refused by ZeroMQ before they are read (the worker is then
   // disconnected); set before connecting, as the connection copies the socket's options.
   m.sock.set(zmq::sockopt::maxmsgsize, m.max_frame);
+  if (!opts.server_key.empty()) {  // CurveZMQ: pin the worker's key, a fresh client key pair
+    DK_CHECK(curve_available(), "accelerator: this libzmq has no CurveZMQ (libsodium)");
+    DK_CHECK(valid_curve_key(opts.server_key), "accelerator {}: not a CurveZMQ public key: '{}'",
+             opts.endpoint, opts.server_key);
+    char pub[41], sec[41];
+    DK_CHECK(zmq_curve_keypair(pub, sec) == 0, "accelerator: cannot draw a CurveZMQ key pair");
+    m.sock.set(zmq::sockopt::curve_serverkey, opts.server_key);
+    m.sock.set(zmq::sockopt::curve_publickey, std::string(pub));
+    m.sock.set(zmq::sockopt::curve_secretkey, std::string(sec));
+    explicit_bzero(sec, sizeof sec);
+  }
   const std::string mon = fmt::format("inproc://dk-monitor-{}", monitor_count++);
-  DK_CHECK(zmq_socket_monitor(m.sock.handle(), mon.c_str(), ZMQ_EVENT_DISCONNECTED) == 0,
+  constexpr int kEvents = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                          ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  DK_CHECK(zmq_socket_monitor(m.sock.handle(), mon.c_str(), kEvents) == 0,
            "accelerator: cannot monitor the connection: {}", zmq_strerror(zmq_errno()));
   m.monitor.connect(mon);
   try {
@@ -129,7 +143,9 @@ RemoteBackend::RemoteBackend(const RemoteOptions& opts) : impl_(std::make_unique
   try {
     r = call(std::move(hello));
   } catch (const Error& e) {
-    if (m.answered > 0 || m.violated) throw;  // a worker answered, wrongly
+    if (m.answered > 0 || m.violated ||
+        (m.broken && m.broken->find("handshake") != std::string::npos))
+      throw;  // a worker answered, wrongly, or refused the link
     throw Error(
         fmt::format("{} (is `darknight worker --listen {}` running?)", e.what(), opts.endpoint));
   }
@@ -152,7 +168,9 @@ RemoteBackend::~RemoteBackend() {
 }
 
 std::string RemoteBackend::describe() const {
-  return fmt::format("remote worker at {} ({})", impl_->opts.endpoint, impl_->worker);
+  return fmt::format(
+      "remote worker at {} ({}){}", impl_->opts.endpoint, impl_->worker,
+      impl_->opts.server_key.empty() ? "" : ", encrypted and authenticated link (CurveZMQ)");
 }
 
 void RemoteBackend::violation(const std::string& what) {
@@ -209,10 +227,24 @@ Message RemoteBackend::receive() {
                              {m.monitor.handle(), 0, ZMQ_POLLIN, 0}};
   zmq::poll(items, 2, std::chrono::milliseconds(static_cast<int64_t>(m.opts.timeout_s * 1000)));
   if (items[1].revents & ZMQ_POLLIN) {
-    m.break_off(fmt::format(
-        "accelerator worker at {} disconnected (it died or was stopped, or sent a frame over "
-        "the {}-byte limit); its buffers and weights are lost",
-        m.opts.endpoint, m.max_frame));
+    zmq::message_t event;  // a monitor event: its number (16 bits), then a value
+    uint16_t id = 0;
+    if (m.monitor.recv(event, zmq::recv_flags::dontwait) && event.size() >= 2)
+      std::memcpy(&id, event.data(), 2);
+    if (id != ZMQ_EVENT_DISCONNECTED)
+      m.break_off(fmt::format(
+          "accelerator worker at {}: the link's handshake failed ({} error): {}", m.opts.endpoint,
+          id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication" : "protocol",
+          m.opts.server_key.empty()
+              ? "the worker serves encrypted links only (--key) and no key is pinned for it; "
+                "pin its public key with --worker-keys"
+              : "the key pinned for it in --worker-keys is not its key, or it serves plain "
+                "links (no --key)"));
+    else
+      m.break_off(fmt::format(
+          "accelerator worker at {} disconnected (it died or was stopped, or sent a frame over "
+          "the {}-byte limit); its buffers and weights are lost",
+          m.opts.endpoint, m.max_frame));
     throw Error(*m.broken);
   }
   if (!(items[0].revents & ZMQ_POLLIN)) {

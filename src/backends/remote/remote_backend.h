@@ -30,6 +30,9 @@ struct RemoteOptions {
   int mixtures_per_batch = 0;  ///< K + 1 (+ 1 with the redundant mixture); for the capture
   /// The largest frame sent or accepted (wire.h kMaxFrameBytes; smaller in tests).
   int64_t max_frame_bytes = 0;  ///< 0: kMaxFrameBytes
+  /// The worker's CurveZMQ public key (Z85): the link is then encrypted and authenticated,
+  /// and only the worker holding the matching secret key can answer. Empty: a plain link.
+  std::string server_key = {};
 };
 
 class RemoteBackend final : public Backend {
