@@ -241,6 +241,19 @@ def model_file():
     write("model_file", "wrong_shape.dkm", file([(n, [5] if n == "bn.bias" else s) for n, s in tensors], {}))
 
 
+def npy():
+    def save(name, a):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        write("npy", name, buf.getvalue())
+    r = np.random.default_rng(17)  # its own generator: the seeds do not depend on the others
+    save("f4.npy", r.standard_normal((5, 1, 4, 4)).astype("<f4"))
+    save("f8.npy", np.round(r.uniform(-2**30, 2**30, (1, 3, 8))).astype("<f8"))
+    big = io.BytesIO()
+    np.save(big, np.zeros((2, 3), "<f4"))
+    write("npy", "declares_2p40.npy", big.getvalue().replace(b"(2, 3)", b"(1099511627776, 1)"))
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     for t in ["onnx_model", "onnx_tensor"]:
@@ -254,6 +267,7 @@ def main():
     sealed()
     wire()
     model_file()
+    npy()
     for t in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, t))
         size = sum(os.path.getsize(os.path.join(OUT, t, f)) for f in files)

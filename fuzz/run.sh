@@ -10,7 +10,7 @@ seconds=${2:?seconds per target}
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(onnx_model onnx_tensor idx cifar gzip jpeg sealed wire model_file)
+[ ${#targets[@]} -gt 0 ] || targets=(onnx_model onnx_tensor idx cifar gzip jpeg sealed wire model_file npy)
 
 failed=()
 for t in "${targets[@]}"; do

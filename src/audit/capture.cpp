@@ -7,7 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
+#include <charconv>
+#include <string_view>
 
 namespace darknight::audit {
 namespace {
@@ -52,53 +53,73 @@ int64_t Entry::row_size() const {
   return n;
 }
 
+Result<Eigen::MatrixXd> parse_npy(std::span<const unsigned char> bytes, const std::string& name,
+                                  std::vector<int64_t>& shape) {
+  const auto* b = bytes.data();
+  if (bytes.size() < 10 || std::memcmp(b, "\x93NUMPY", 6) != 0 || (b[6] != 1 && b[6] != 2))
+    return Status::error(name + ": not a .npy file of format 1 or 2");
+  const size_t prefix = b[6] == 1 ? 10 : 12;
+  if (bytes.size() < prefix) return Status::error(name + ": truncated header");
+  const size_t len = b[6] == 1 ? size_t{b[8]} | size_t{b[9]} << 8
+                               : size_t{b[8]} | size_t{b[9]} << 8 | size_t{b[10]} << 16 |
+                                     size_t{b[11]} << 24;
+  if (len > 65536 || bytes.size() < prefix + len) return Status::error(name + ": bad header length");
+  const std::string_view header(reinterpret_cast<const char*>(b + prefix), len);
+  // The header is a Python dict literal; NumPy writes these three keys.
+  const auto value = [&](std::string_view key) -> std::string_view {
+    const size_t at = header.find(key);
+    if (at == std::string_view::npos) return {};
+    size_t v = header.find_first_not_of(' ', at + key.size());
+    return v == std::string_view::npos ? std::string_view{} : header.substr(v);
+  };
+  const std::string_view descr = value("'descr':"), order = value("'fortran_order':"),
+                         dims = value("'shape':");
+  const bool f64 = descr.substr(0, 5) == "'<f8'";
+  if ((!f64 && descr.substr(0, 5) != "'<f4'") || order.substr(0, 5) != "False" ||
+      dims.substr(0, 1) != "(")
+    return Status::error(name + ": only little-endian float32/float64 C-order arrays are read");
+  shape.clear();
+  int64_t n = 1;
+  size_t i = 1;
+  for (;;) {
+    while (i < dims.size() && (dims[i] == ' ' || dims[i] == ',')) ++i;
+    if (i < dims.size() && dims[i] == ')') break;
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(dims.data() + i, dims.data() + dims.size(), v);
+    if (ec != std::errc() || v < 0 || v > (int64_t{1} << 40) || shape.size() == 8)
+      return Status::error(name + ": unsupported shape");
+    i = static_cast<size_t>(end - dims.data());
+    shape.push_back(v);
+    constexpr int64_t kCap = int64_t{1} << 40;  // past every limit below
+    n = v != 0 && n > kCap / v ? kCap : n * v;
+  }
+  if (shape.empty()) return Status::error(name + ": unsupported shape");
+  const size_t want = static_cast<size_t>(n) * (f64 ? 8 : 4);
+  if (n > (int64_t{1} << 32) || bytes.size() - prefix - len != want)
+    return Status::error(fmt::format("{}: holds {} bytes of data, its shape needs {}", name,
+                                     bytes.size() - prefix - len, want));
+  const int64_t rows = shape[0], rest = rows == 0 ? 0 : n / rows;
+  // Row-major storage: rows are the first dimension.
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(rows, rest);
+  const unsigned char* data = b + prefix + len;
+  for (int64_t i = 0; i < n; ++i) {
+    if (f64) {
+      std::memcpy(out.data() + i, data + i * 8, 8);
+    } else {
+      float v;
+      std::memcpy(&v, data + i * 4, 4);
+      out.data()[i] = v;
+    }
+  }
+  if (!out.allFinite()) return Status::error(name + ": holds values that are not finite");
+  return Eigen::MatrixXd(out);
+}
+
 Result<Eigen::MatrixXd> read_npy(const std::string& path, std::vector<int64_t>& shape) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return Status::error("cannot open " + path);
-  char magic[8];
-  f.read(magic, 8);
-  if (!f || std::memcmp(magic, "\x93NUMPY", 6) != 0 || (magic[6] != 1 && magic[6] != 2))
-    return Status::error(path + ": not a .npy file of format 1 or 2");
-  uint32_t len = 0;
-  f.read(reinterpret_cast<char*>(&len), magic[6] == 1 ? 2 : 4);
-  if (!f || len > 65536) return Status::error(path + ": bad header length");
-  std::string header(len, '\0');
-  f.read(header.data(), len);
-  std::smatch m;
-  static const std::regex re(
-      R"('descr':\s*'<f([48])',\s*'fortran_order':\s*False,\s*'shape':\s*\(([0-9, ]*)\))");
-  if (!f || !std::regex_search(header, m, re))
-    return Status::error(path + ": only little-endian float32/float64 C-order arrays are read");
-  const bool f64 = m[1] == "8";
-  shape.clear();
-  const std::string dims = m[2];
-  static const std::regex num("[0-9]+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator();
-       ++it)
-    shape.push_back(std::stoll(it->str()));
-  if (shape.empty() || shape.size() > 8) return Status::error(path + ": unsupported shape");
-  int64_t rest = 1;
-  for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
-  if (shape[0] * rest > (int64_t{1} << 32)) return Status::error(path + ": too large");
-  const int64_t n = shape[0] * rest;
-  const auto pos = f.tellg();
-  f.seekg(0, std::ios::end);
-  if (f.tellg() - pos != n * (f64 ? 8 : 4))
-    return Status::error(fmt::format("{}: holds {} bytes of data, its shape needs {}", path,
-                                     static_cast<int64_t>(f.tellg() - pos), n * (f64 ? 8 : 4)));
-  f.seekg(pos);
-  // Row-major storage: rows are the first dimension.
-  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(shape[0], rest);
-  if (f64) {
-    f.read(reinterpret_cast<char*>(out.data()), n * 8);
-  } else {
-    std::vector<float> buf(static_cast<size_t>(n));
-    f.read(reinterpret_cast<char*>(buf.data()), n * 4);
-    for (int64_t i = 0; i < n; ++i) out.data()[i] = buf[static_cast<size_t>(i)];
-  }
-  if (!f) return Status::error(path + ": truncated");
-  if (!out.allFinite()) return Status::error(path + ": holds values that are not finite");
-  return Eigen::MatrixXd(out);
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), {});
+  return parse_npy(bytes, path, shape);
 }
 
 Result<Captures> Captures::open(const std::vector<std::string>& dirs) {

@@ -4,6 +4,7 @@
 
 #include <Eigen/Dense>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -64,8 +65,12 @@ class Captures {
   std::vector<Entry> entries_;
 };
 
-/// Reads a NumPy .npy file (format 1.x or 2.x, little-endian <f4 or <f8, C order) as
-/// [shape[0], rest] rows.
+/// Parses a NumPy .npy file (format 1.x or 2.x, little-endian <f4 or <f8, C order, at most
+/// 8 dimensions and 2^32 elements, every value finite) as [shape[0], rest] rows; `name`
+/// names it in errors. The payload's size is checked against the shape before allocating.
+Result<Eigen::MatrixXd> parse_npy(std::span<const unsigned char> bytes, const std::string& name,
+                                  std::vector<int64_t>& shape);
+/// Reads and parses a .npy file.
 Result<Eigen::MatrixXd> read_npy(const std::string& path, std::vector<int64_t>& shape);
 
 }  // namespace darknight::audit
