@@ -22,6 +22,7 @@
 #include "trusted/random.h"
 #include "trusted/trainer.h"
 #include "trusted/training_codec.h"
+#include "support/scratch.h"
 
 namespace darknight::trusted {
 namespace {
@@ -68,13 +69,7 @@ void expect_same(const data::Dataset& a, const data::Dataset& b, int64_t n) {
 
 class EnclaveTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/dk_enclave_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    home_ = (dir_ / "home").string();
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  void SetUp() override { home_ = (dir_ / "home").string(); }
 
   data::ReportExpectations expect(const Enclave& e) const {
     data::ReportExpectations x;
@@ -111,7 +106,8 @@ class EnclaveTest : public ::testing::Test {
     std::copy(f.begin(), f.end(), b.begin() + static_cast<int64_t>(header(b).frame_offset(i)));
   }
 
-  fs::path dir_;
+  testing::ScratchDir scratch_{"dk_enclave_test"};
+  fs::path dir_ = scratch_.path();
   std::string home_;
   data::Dataset train_ = small_dataset(40, 1), test_ = small_dataset(12, 2);
 };

@@ -88,6 +88,7 @@ struct RemoteBackend::Impl {
   std::string worker;                 ///< the worker's description
   std::optional<std::string> broken;  ///< why the connection is unusable
   bool violated = false;              ///< a reply broke the protocol
+  bool refused = false;               ///< the link's handshake failed (keys)
 
   /// Stops using the connection for good. Closes the sockets and ends the context, which
   /// waits for ZeroMQ's I/O thread to let go of the requests still queued: their borrowed
@@ -143,9 +144,8 @@ RemoteBackend::RemoteBackend(const RemoteOptions& opts) : impl_(std::make_unique
   try {
     r = call(std::move(hello));
   } catch (const Error& e) {
-    if (m.answered > 0 || m.violated ||
-        (m.broken && m.broken->find("handshake") != std::string::npos))
-      throw;  // a worker answered, wrongly, or refused the link
+    if (m.answered > 0 || m.violated || m.refused)
+      throw;  // a worker answered, wrongly, or the link was refused
     throw Error(
         fmt::format("{} (is `darknight worker --listen {}` running?)", e.what(), opts.endpoint));
   }
@@ -231,7 +231,8 @@ Message RemoteBackend::receive() {
     uint16_t id = 0;
     if (m.monitor.recv(event, zmq::recv_flags::dontwait) && event.size() >= 2)
       std::memcpy(&id, event.data(), 2);
-    if (id != ZMQ_EVENT_DISCONNECTED)
+    m.refused = id != ZMQ_EVENT_DISCONNECTED;
+    if (m.refused)
       m.break_off(fmt::format(
           "accelerator worker at {}: the link's handshake failed ({} error): {}", m.opts.endpoint,
           id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication" : "protocol",
