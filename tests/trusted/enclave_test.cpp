@@ -17,12 +17,12 @@
 #include "data/sealed_file.h"
 #include "nn/zoo.h"
 #include "registry/registry.h"
+#include "support/scratch.h"
 #include "trusted/codec.h"
 #include "trusted/integrity.h"
 #include "trusted/random.h"
 #include "trusted/trainer.h"
 #include "trusted/training_codec.h"
-#include "support/scratch.h"
 
 namespace darknight::trusted {
 namespace {
